@@ -1,0 +1,140 @@
+"""``create_app(settings)``: the one place that wires the server together.
+
+Every shared object lives under a typed ``web.AppKey``; every resource has exactly one cleanup
+context, appended in dependency order (usage store, then the HTTP session and providers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from proxy.config import Settings
+from proxy.errors import AuthenticationFailed, PayloadTooLarge, ProxyError, error_envelope
+from proxy.providers import build_provider
+from proxy.providers.base import Provider
+from proxy.usage.store import UsageWriter
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+USAGE_WRITER = web.AppKey("usage_writer", UsageWriter)
+HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
+PROVIDERS = web.AppKey("providers", dict[str, Provider])
+CLIENT_NAME = web.RequestKey("client_name", str)  # type: ignore[attr-defined]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_error(exc: ProxyError, *, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=exc.status,
+        body=exc.body(),
+        content_type="application/json",
+        headers={**exc.headers, **(headers or {})},
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Whatever escapes a handler (unknown route, wrong method, a bug) leaves as the OpenAI
+    envelope, never as aiohttp's HTML."""
+    try:
+        return await handler(request)
+    except ProxyError as exc:
+        return json_error(exc)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return json_error(PayloadTooLarge(f"Request body too large: {exc.text}"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kind = "not_found_error" if exc.status == 404 else "invalid_request_error"
+        message = f"{exc.reason}: {request.method} {request.path}"
+        return web.Response(
+            status=exc.status,
+            body=ProxyError(message, type=kind).body(),
+            content_type="application/json",
+            headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
+        )
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return json_error(ProxyError("The proxy hit an internal error; see its log."))
+
+
+def _key_label(key: str) -> str:
+    # Identifies which client key was used without storing or logging the key itself.
+    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+def make_auth_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamResponse]]:
+    keys = [k.get_secret_value().encode() for k in settings.server.api_keys]
+
+    @web.middleware
+    async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not keys or not request.path.startswith(("/v1/", "/chat/")):
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise AuthenticationFailed(
+                "Missing API key. Send 'Authorization: Bearer <key>' with one of the proxy's "
+                "client keys (server.api_keys)."
+            )
+        given = token.strip().encode()
+        # compare_digest against every key: timing does not reveal which prefix matched.
+        if not any(hmac.compare_digest(given, k) for k in keys):
+            raise AuthenticationFailed("Incorrect API key provided.")
+        request[CLIENT_NAME] = _key_label(given.decode())
+        return await handler(request)
+
+    return auth_middleware
+
+
+async def _usage_ctx(app: web.Application) -> AsyncIterator[None]:
+    writer = UsageWriter(app[SETTINGS].usage.database)
+    await writer.start()
+    app[USAGE_WRITER] = writer
+    yield
+    await writer.close()
+
+
+async def _providers_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
+    session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+    app[HTTP_SESSION] = session
+    providers: dict[str, Provider] = {}
+    try:
+        for name, cfg in settings.providers.items():
+            providers[name] = build_provider(name, cfg, session)
+    except BaseException:
+        await session.close()
+        raise
+    app[PROVIDERS] = providers
+    yield
+    for provider in providers.values():
+        try:
+            await provider.close()
+        except Exception:
+            log.exception("closing provider %s failed", provider.name)
+    await session.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the aiohttp application for ``settings``."""
+    from proxy import handlers  # noqa: PLC0415 (handlers import the keys defined above)
+
+    app = web.Application(
+        client_max_size=settings.server.max_body_bytes,
+        middlewares=[error_middleware, make_auth_middleware(settings)],
+    )
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_usage_ctx)
+    app.cleanup_ctx.append(_providers_ctx)
+    handlers.setup_routes(app)
+    return app

@@ -1,0 +1,219 @@
+"""Thin request handlers: validate, resolve the persona, call the provider, respond.
+
+Every chat request leaves exactly one usage row, written from ``finally`` whatever happened:
+success, an error of ours or the upstream's, or a client that went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from proxy.app import CLIENT_NAME, PROVIDERS, SETTINGS, USAGE_WRITER, json_error
+from proxy.config import Persona, Settings
+from proxy.errors import (
+    InvalidRequest,
+    PayloadTooLarge,
+    PersonaNotFound,
+    PersonaRequired,
+    ProxyError,
+)
+from proxy.providers.base import Call, Completion
+from proxy.streaming import stream_chat
+from proxy.usage.store import UsageRecord
+from proxy.validation import validate_chat_request
+from translators.base import ResponseMeta
+
+log = logging.getLogger(__name__)
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{id}", get_model)
+    app.router.add_get("/health", health)
+    app.router.add_get("/health/ready", ready)
+
+
+def resolve_persona(
+    settings: Settings, header_value: str | None, model: str | None
+) -> tuple[str, Persona]:
+    """DESIGN.md's order: the header wins; else ``model`` when it names a persona; else the
+    default persona."""
+    personas = settings.personas
+    if header_value is not None:
+        persona = personas.get(header_value)
+        if persona is None:
+            raise PersonaNotFound(
+                f"Unknown persona {header_value!r} in the {settings.server.persona_header} header; "
+                f"known personas: {', '.join(sorted(personas))}.",
+                param=settings.server.persona_header,
+            )
+        return header_value, persona
+    if model and model in personas:
+        return model, personas[model]
+    if settings.default_persona:
+        return settings.default_persona, personas[settings.default_persona]
+    if not model:
+        raise PersonaRequired(
+            f"No persona chosen: send the {settings.server.persona_header} header or set 'model' "
+            f"to a persona name. Known personas: {', '.join(sorted(personas))}.",
+            param="model",
+        )
+    raise PersonaNotFound(
+        f"The model {model!r} is not a persona and no default_persona is configured; "
+        f"known personas: {', '.join(sorted(personas))}.",
+        param="model",
+    )
+
+
+def apply_persona(body: dict[str, Any], persona: Persona) -> dict[str, Any]:
+    """Persona params are defaults under the request's own values; persona system text goes
+    first, as its own message, ahead of the client's system messages."""
+    merged = dict(body)
+    for key, value in persona.params.items():
+        if merged.get(key) is None:
+            merged[key] = value
+    if persona.system:
+        merged["messages"] = [{"role": "system", "content": persona.system}, *body["messages"]]
+    return merged
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+async def _read_json(request: web.Request, limit: int) -> Any:
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(
+            f"Request body is {request.content_length} bytes; the limit is {limit} bytes "
+            "(server.max_body_bytes)."
+        )
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(
+            f"Request body is over the limit of {limit} bytes (server.max_body_bytes)."
+        ) from None
+    if not raw:
+        raise InvalidRequest("The request body is empty; expected a JSON object.")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}.") from None
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    app = request.app
+    settings = app[SETTINGS]
+    completion_id = "chatcmpl-" + secrets.token_hex(12)
+    rec = UsageRecord(
+        id=completion_id,
+        created_at=_now_iso(),
+        persona=None,
+        provider=None,
+        provider_type=None,
+        model=None,
+        stream=False,
+        client=request.get(CLIENT_NAME),
+    )
+    headers = {"x-request-id": completion_id}
+    try:
+        body = validate_chat_request(await _read_json(request, settings.server.max_body_bytes))
+        rec.stream = bool(body.get("stream"))
+        name, persona = resolve_persona(
+            settings, request.headers.get(settings.server.persona_header), body.get("model")
+        )
+        provider = app[PROVIDERS][persona.provider]
+        rec.persona, rec.provider, rec.provider_type = name, provider.name, provider.type
+        rec.model = persona.model
+        headers.update({"x-persona": name, "x-provider": provider.name})
+        body = apply_persona(body, persona)
+        opts = body.get("stream_options") or {}
+        call = Call(
+            body=body,
+            persona_name=name,
+            persona=persona,
+            meta=ResponseMeta(completion_id, int(time.time()), persona.model),
+            include_usage=rec.stream and bool(opts.get("include_usage")),
+        )
+        if rec.stream:
+            return await stream_chat(request, provider, call, rec, headers, started)
+        result: Completion = await provider.complete(call)
+        rec.model = result.model
+        rec.finish_reason = result.finish_reason
+        rec.add_usage(result.usage)
+        headers["x-upstream-model"] = result.model
+        return web.Response(body=orjson.dumps(result.body), content_type="application/json",
+                            headers=headers)
+    except ProxyError as exc:
+        rec.fail(exc, http_status=exc.status)
+        if exc.status >= 500:
+            log.warning("%s %s persona=%s: %s", completion_id, exc.status, rec.persona, exc.message)
+        return json_error(exc, headers=headers)
+    except (asyncio.CancelledError, ConnectionResetError):
+        rec.status, rec.http_status = "cancelled", None
+        raise
+    except Exception:
+        log.exception("%s: internal error", completion_id)
+        exc = ProxyError(f"The proxy hit an internal error (request {completion_id}); see its log.")
+        rec.fail(exc, http_status=500)
+        return json_error(exc, headers=headers)
+    finally:
+        rec.latency_ms = (time.perf_counter() - started) * 1000
+        app[USAGE_WRITER].record(rec)
+
+
+def _model_object(name: str, persona: Persona, settings: Settings) -> dict[str, Any]:
+    provider = settings.providers[persona.provider]
+    return {
+        "id": name,
+        "object": "model",
+        "created": 0,
+        "owned_by": provider.type,
+        "description": persona.description,
+        "upstream_model": persona.model,
+    }
+
+
+async def list_models(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    data = [_model_object(n, p, settings) for n, p in settings.personas.items()]
+    return web.json_response({"object": "list", "data": data}, dumps=lambda o: orjson.dumps(o).decode())
+
+
+async def get_model(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    name = request.match_info["id"]
+    persona = settings.personas.get(name)
+    if persona is None:
+        raise ProxyError(
+            f"The model {name!r} does not exist; known personas: {', '.join(sorted(settings.personas))}.",
+            status=404, type="invalid_request_error", code="model_not_found", param="model",
+        )
+    return web.json_response(_model_object(name, persona, settings))
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    app = request.app
+    writer = app.get(USAGE_WRITER)
+    checks = {
+        "config": SETTINGS in app,
+        "usage_store": writer is not None and writer.writable(),
+    }
+    ok = all(checks.values())
+    return web.json_response({"status": "ok" if ok else "unavailable", "checks": checks},
+                             status=200 if ok else 503)

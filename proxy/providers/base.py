@@ -1,0 +1,249 @@
+"""The provider seam: what every provider type implements, and the HTTP plumbing they share.
+
+A provider turns one :class:`Call` (an OpenAI request with the persona applied) into either a
+:class:`Completion` or a :class:`ChunkStream` of OpenAI chunks. Providers own I/O and error
+mapping; the pure request/response mapping lives in ``translators/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import aiohttp
+import orjson
+
+from proxy.config import CONVENTIONAL_KEY_VARS, Persona, Timeouts
+from proxy.errors import (
+    InvalidRequest,
+    ProxyError,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    upstream_status_error,
+)
+from proxy.sse import SSEDecoder, SSEEvent
+from translators.base import ResponseMeta, TranslationError, UpstreamFormatError, Usage
+
+
+@dataclass(slots=True)
+class Call:
+    """One client request, resolved to a persona and ready for a provider.
+
+    Attributes:
+        body: The OpenAI request: validated, persona ``params`` merged under the client's own
+            values, persona ``system`` text prepended as a system message. Never mutated.
+        persona_name: The persona serving the request.
+        persona: Its config.
+        meta: Id, timestamp and configured model for the response.
+        include_usage: Whether the client asked for the ``include_usage`` chunk.
+    """
+
+    body: dict[str, Any]
+    persona_name: str
+    persona: Persona
+    meta: ResponseMeta
+    include_usage: bool = False
+
+    @property
+    def model(self) -> str:
+        return self.persona.model
+
+
+@dataclass(slots=True)
+class Completion:
+    """A non-streamed answer: the ``chat.completion`` dict and what it used."""
+
+    body: dict[str, Any]
+    usage: Usage
+    model: str
+    finish_reason: str | None
+
+
+@dataclass(slots=True)
+class ChunkStream:
+    """OpenAI chunks from an upstream stream, plus its running totals.
+
+    ``chunks`` (set by the provider) yields chunk dicts; ``usage``, ``model`` and ``finish_reason`` are final once it is
+    exhausted. Providers fill them in as the stream goes.
+    """
+
+    model: str
+    chunks: AsyncIterator[dict[str, Any]] | None = None
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        assert self.chunks is not None, "the provider must set chunks before yielding the stream"
+        return self.chunks
+
+
+class Provider(ABC):
+    """One configured provider instance (several of one type are fine)."""
+
+    type: ClassVar[str]
+
+    def __init__(self, name: str, config: Any, session: aiohttp.ClientSession) -> None:
+        self.name = name
+        self.config = config
+        self.session = session
+
+    @abstractmethod
+    async def complete(self, call: Call) -> Completion:
+        """Answer without streaming."""
+
+    @abstractmethod
+    def stream(self, call: Call) -> AbstractAsyncContextManager[ChunkStream]:
+        """Open a stream. Errors before the first chunk raise from the first iteration, which the
+        proxy does before committing the HTTP status; the context releases the upstream."""
+
+    async def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release what the provider holds (processes, caches); the shared session is not ours."""
+
+    def api_key(self) -> str:
+        """The configured key, else the provider type's conventional environment variable."""
+        key = getattr(self.config, "api_key", None)
+        if key is not None and key.get_secret_value():
+            return key.get_secret_value()
+        names = CONVENTIONAL_KEY_VARS.get(self.type, ())
+        for var in names:
+            if os.environ.get(var):
+                return os.environ[var]
+        raise UpstreamError(
+            f"provider {self.name!r} has no API key: set {' or '.join(names)} "
+            f"or 'api_key' in its config",
+            code="upstream_not_configured",
+        )
+
+
+def client_timeout(t: Timeouts) -> aiohttp.ClientTimeout:
+    """aiohttp limits for one upstream request: ``sock_read`` is the idle gap between reads."""
+    return aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_read=t.idle)
+
+
+@contextlib.contextmanager
+def translating_errors(provider: str) -> Iterator[None]:
+    """Turn library and translator exceptions into the proxy's error tree."""
+    try:
+        yield
+    except ProxyError:
+        raise
+    except TranslationError as exc:
+        raise InvalidRequest(exc.message, param=exc.param) from exc
+    except UpstreamFormatError as exc:
+        raise UpstreamError(
+            f"upstream provider {provider!r} sent an answer the proxy cannot read: {exc}",
+            code="upstream_bad_response",
+        ) from exc
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise UpstreamTimeout(f"upstream provider {provider!r} did not answer in time") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamUnavailable(
+            f"cannot connect to upstream provider {provider!r} at "
+            f"{exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}",
+            code="upstream_unreachable",
+        ) from exc
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+        raise UpstreamError(
+            f"upstream provider {provider!r} closed the connection in the middle of its answer",
+            code="upstream_disconnected",
+        ) from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(
+            f"upstream provider {provider!r} failed: {type(exc).__name__}: {exc}",
+            code="upstream_error",
+        ) from exc
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError(
+            f"upstream provider {provider!r} sent invalid JSON: {exc}",
+            code="upstream_bad_response",
+        ) from exc
+
+
+ErrorParser = Callable[[int, bytes], tuple[str, str | None]]
+
+
+def retry_after_of(headers: Any) -> str | None:
+    """``Retry-After`` in whole seconds from ``retry-after`` or ``retry-after-ms``."""
+    value = headers.get("retry-after")
+    if value:
+        return value
+    ms = headers.get("retry-after-ms")
+    if ms:
+        with contextlib.suppress(ValueError):
+            return str(max(1, round(float(ms) / 1000)))
+    return None
+
+
+async def raise_for_upstream_status(
+    resp: aiohttp.ClientResponse,
+    *,
+    provider: str,
+    parse: ErrorParser,
+    retry_after: str | None = None,
+) -> None:
+    """Raise the mapped :class:`ProxyError` when ``resp`` is not a success."""
+    if resp.status < 400:
+        return
+    raw = await resp.read()
+    message, upstream_type = parse(resp.status, raw)
+    raise upstream_status_error(
+        provider=provider,
+        status=resp.status,
+        message=message,
+        retry_after=retry_after or retry_after_of(resp.headers),
+        upstream_type=upstream_type,
+    )
+
+
+def parse_error_body(status: int, raw: bytes) -> tuple[str, str | None]:
+    """Message and type from the usual error bodies: OpenAI ``{"error": {"message", "type"}}``,
+    Anthropic ``{"type": "error", "error": {...}}``, Gemini ``{"error": {"message", "status"}}``.
+    """
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        text = raw[:300].decode("utf-8", "replace").strip()
+        return text, None
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        kind = err.get("type") or err.get("status") or err.get("code")
+        return str(err.get("message") or ""), str(kind) if kind is not None else None
+    if isinstance(err, str):
+        return err, None
+    return raw[:300].decode("utf-8", "replace"), None
+
+
+async def sse_events(
+    resp: aiohttp.ClientResponse, *, first_byte: float | None = None
+) -> AsyncIterator[SSEEvent]:
+    """Decoded SSE events of an upstream response.
+
+    The first event must arrive within ``first_byte`` seconds; later gaps are bounded by the
+    session's ``sock_read`` (the idle timeout).
+    """
+    decoder = SSEDecoder()
+    content = resp.content
+    waiting_first = first_byte is not None
+    while True:
+        if waiting_first:
+            async with asyncio.timeout(first_byte):
+                data = await content.readany()
+        else:
+            data = await content.readany()
+        if not data:
+            break
+        events = decoder.feed(data)
+        if events:
+            waiting_first = False
+            for event in events:
+                yield event
+    for event in decoder.flush():
+        yield event

@@ -1,0 +1,154 @@
+"""``echo`` provider: built-in, deterministic and offline.
+
+It answers with the last user message (or, after a tool round trip, the last tool result), streams
+it in several chunks, calls a tool when ``tool_choice`` forces one (with arguments that satisfy
+the schema's required fields), answers ``json_schema`` requests with a conforming object, and
+reports word counts as token usage. It is for trying the proxy and for testing client code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+
+from proxy.errors import InvalidRequest
+from proxy.providers.base import Call, ChunkStream, Completion, Provider
+from translators.base import ChunkFactory, Usage, completion, text_of
+
+_WORDS = re.compile(r"\s*\S+|\s+$")
+_MAX_DEPTH = 8
+
+
+def example_for(schema: Any, defs: dict[str, Any] | None = None, depth: int = 0) -> Any:
+    """A small value that satisfies ``schema``'s types, enums and required fields."""
+    if not isinstance(schema, dict) or depth > _MAX_DEPTH:
+        return None
+    defs = defs if defs is not None else {**schema.get("$defs", {}), **schema.get("definitions", {})}
+    if "$ref" in schema:
+        return example_for(defs.get(schema["$ref"].rsplit("/", 1)[-1]), defs, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if "default" in schema:
+        return schema["default"]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            options = [s for s in schema[key] if s.get("type") != "null"] or schema[key]
+            return example_for(options[0], defs, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or (kind is None and "properties" in schema):
+        props = schema.get("properties", {})
+        return {
+            name: example_for(props.get(name, {}), defs, depth + 1)
+            for name in schema.get("required", [])
+        }
+    if kind == "array":
+        count = schema.get("minItems", 0)
+        return [example_for(schema.get("items", {}), defs, depth + 1) for _ in range(count)]
+    if kind == "string":
+        return "echo" if schema.get("minLength", 0) <= 4 else "e" * schema["minLength"]
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum", -1) + 1)
+        return int(low) if kind == "integer" else float(low)
+    if kind == "boolean":
+        return False
+    return None
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def _forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    tools = [t.get("function", {}) for t in body.get("tools") or [] if t.get("type", "function") == "function"]
+    choice = body.get("tool_choice")
+    if not tools or choice in (None, "auto", "none"):
+        return None
+    if choice == "required":
+        return tools[0]
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        for tool in tools:
+            if tool.get("name") == name:
+                return tool
+        raise InvalidRequest(f"tool_choice names {name!r}, which is not in 'tools'", param="tool_choice")
+    return None
+
+
+class EchoProvider(Provider):
+    type = "echo"
+
+    def _answer(self, call: Call) -> tuple[dict[str, Any], str, Usage]:
+        body = call.body
+        messages = body["messages"]
+        prompt_words = 0
+        for msg in messages:
+            content = msg.get("content")
+            if isinstance(content, list):
+                content = " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+            prompt_words += _words(content or "")
+        last = next(
+            (m for m in reversed(messages) if m.get("role") in ("user", "tool")), messages[-1]
+        )
+        content = last.get("content")
+        text = text_of(
+            [p for p in content if p.get("type") == "text"] if isinstance(content, list) else content,
+            param="messages",
+        )
+        tool = _forced_tool(body)
+        if tool is not None:
+            args = orjson.dumps(example_for(tool.get("parameters") or {"type": "object"}) or {}).decode()
+            message = {
+                "role": "assistant",
+                "content": None,
+                "refusal": None,
+                "tool_calls": [
+                    {
+                        "id": f"call_echo_{call.meta.completion_id[-12:]}",
+                        "type": "function",
+                        "function": {"name": tool["name"], "arguments": args},
+                    }
+                ],
+            }
+            return message, "tool_calls", Usage(prompt_words, _words(args))
+        fmt = body.get("response_format") or {}
+        if fmt.get("type") == "json_schema":
+            text = orjson.dumps(example_for(fmt["json_schema"].get("schema") or {}) or {}).decode()
+        elif fmt.get("type") == "json_object":
+            text = orjson.dumps({"echo": text}).decode()
+        message = {"role": "assistant", "content": text, "refusal": None}
+        return message, "stop", Usage(prompt_words, _words(text))
+
+    async def complete(self, call: Call) -> Completion:
+        message, finish, usage = self._answer(call)
+        body = completion(call.meta, model=call.model, message=message, finish_reason=finish, usage=usage)
+        return Completion(body=body, usage=usage, model=call.model, finish_reason=finish)
+
+    @asynccontextmanager
+    async def stream(self, call: Call) -> AsyncIterator[ChunkStream]:
+        message, finish, usage = self._answer(call)
+        stream = ChunkStream(model=call.model)
+        stream.chunks = self._chunks(call, message, finish, usage, stream)
+        yield stream
+
+    async def _chunks(
+        self, call: Call, message: dict[str, Any], finish: Any, usage: Usage, stream: ChunkStream
+    ) -> AsyncIterator[dict[str, Any]]:
+        factory = ChunkFactory(call.meta, call.model)
+        yield factory.chunk({"role": "assistant", "content": ""})
+        for i, tc in enumerate(message.get("tool_calls") or []):
+            yield factory.chunk({"tool_calls": [{"index": i, **tc}]})
+        text = message.get("content") or ""
+        pieces = _WORDS.findall(text) or ([text] if text else [])
+        for piece in pieces:
+            yield factory.chunk({"content": piece})
+        stream.finish_reason = finish
+        stream.usage = usage
+        yield factory.chunk({}, finish)

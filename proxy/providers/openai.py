@@ -1,0 +1,110 @@
+"""``openai`` provider: OpenAI and every OpenAI-compatible server, as a faithful pass-through."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+
+from proxy.errors import UpstreamError
+from proxy.providers.base import (
+    Call,
+    ChunkStream,
+    Completion,
+    Provider,
+    client_timeout,
+    parse_error_body,
+    raise_for_upstream_status,
+    sse_events,
+    translating_errors,
+)
+from translators import openai as tr
+from translators.base import Usage
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class OpenAIProvider(Provider):
+    type = "openai"
+
+    def __init__(self, name: str, config: Any, session: Any) -> None:
+        super().__init__(name, config, session)
+        self.url = config.base_url.rstrip("/") + "/chat/completions"
+        self.timeout = client_timeout(config.timeout)
+        self._static_headers = {"Content-Type": "application/json", **config.headers}
+        if config.organization:
+            self._static_headers["OpenAI-Organization"] = config.organization
+        if config.project:
+            self._static_headers["OpenAI-Project"] = config.project
+
+    def _headers(self) -> dict[str, str]:
+        headers = dict(self._static_headers)
+        try:
+            headers["Authorization"] = f"Bearer {self.api_key()}"
+        except UpstreamError:
+            # A local OpenAI-compatible server (vLLM, Ollama) often needs no key at all.
+            if self.config.base_url.rstrip("/") == DEFAULT_BASE_URL:
+                raise
+        return headers
+
+    async def complete(self, call: Call) -> Completion:
+        body = tr.translate_request(call.body, model=call.model, stream=False)
+        body.pop("stream_options", None)
+        with translating_errors(self.name):
+            async with self.session.post(
+                self.url, data=orjson.dumps(body), headers=self._headers(), timeout=self.timeout
+            ) as resp:
+                await raise_for_upstream_status(resp, provider=self.name, parse=parse_error_body)
+                data = orjson.loads(await resp.read())
+            result, usage = tr.translate_response(data, meta=call.meta)
+        choices = result.get("choices") or [{}]
+        return Completion(
+            body=result,
+            usage=usage or Usage(),
+            model=result.get("model") or call.model,
+            finish_reason=choices[0].get("finish_reason"),
+        )
+
+    @asynccontextmanager
+    async def stream(self, call: Call) -> AsyncIterator[ChunkStream]:
+        body = tr.translate_request(call.body, model=call.model, stream=True)
+        translator = tr.OpenAIStreamTranslator(call.meta, keep_usage_key=call.include_usage)
+        with translating_errors(self.name):
+            resp = await self.session.post(
+                self.url, data=orjson.dumps(body), headers=self._headers(), timeout=self.timeout
+            )
+        try:
+            with translating_errors(self.name):
+                await raise_for_upstream_status(resp, provider=self.name, parse=parse_error_body)
+            stream = ChunkStream(model=call.model)
+            stream.chunks = self._chunks(resp, translator, stream)
+            yield stream
+        finally:
+            resp.release()
+
+    async def _chunks(
+        self, resp: Any, translator: tr.OpenAIStreamTranslator, stream: ChunkStream
+    ) -> AsyncIterator[dict[str, Any]]:
+        with translating_errors(self.name):
+            first_byte = self.config.timeout.first_byte
+            async for event in sse_events(resp, first_byte=first_byte):
+                if event.data == b"[DONE]":
+                    translator.complete = True
+                    break
+                data = orjson.loads(event.data)
+                if isinstance(data, dict) and "error" in data:
+                    err = data["error"] if isinstance(data["error"], dict) else {}
+                    raise UpstreamError(
+                        f"upstream provider {self.name!r} failed mid-stream: "
+                        f"{err.get('message') or data['error']}",
+                        code="upstream_stream_error",
+                    )
+                for chunk in translator.feed(data):
+                    stream.model = translator.model
+                    yield chunk
+                stream.usage = translator.usage
+                stream.finish_reason = translator.finish_reason
+            translator.finish()
+            stream.usage = translator.usage

@@ -1,0 +1,242 @@
+"""SQLite usage store: named migrations and one background writer.
+
+Handlers never touch the database. They build a :class:`UsageRecord` and hand it to
+:meth:`UsageWriter.record` synchronously (from a ``finally``, so errors and cancelled requests
+are recorded too); one task drains the queue in batches and writes them on a dedicated thread,
+so neither SQLite nor pricing ever blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from proxy.errors import ProxyError
+from proxy.usage.pricing import price_usd
+from translators.base import Usage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    """One row of the ``requests`` table (column meanings in DESIGN.md)."""
+
+    id: str
+    created_at: str
+    persona: str | None
+    provider: str | None
+    provider_type: str | None
+    model: str | None
+    stream: bool
+    status: str = "ok"
+    http_status: int | None = 200
+    error_type: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cost_usd: float | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    attempts: int = 1
+    client: str | None = None
+    usage_json: str | None = None
+    cache_write_tokens: int | None = None
+    error_message: str | None = None
+
+    def add_usage(self, usage: Usage | None) -> None:
+        """Copy token counts (and a provider-reported cost) from a translator's usage."""
+        if usage is None:
+            return
+        self.prompt_tokens = usage.prompt_tokens
+        self.completion_tokens = usage.completion_tokens
+        self.total_tokens = usage.total_tokens
+        self.cached_tokens = usage.cached_tokens
+        self.cache_write_tokens = usage.cache_write_tokens
+        self.reasoning_tokens = usage.reasoning_tokens
+        if usage.reported_cost_usd is not None:
+            self.cost_usd = usage.reported_cost_usd
+        if usage.raw is not None:
+            self.usage_json = orjson.dumps(usage.raw).decode()
+
+    def fail(self, exc: ProxyError, *, http_status: int | None = None) -> None:
+        """Mark the row as failed with what the client was told."""
+        self.status = "error"
+        self.error_type = exc.code or exc.type
+        self.error_message = exc.message[:2000]
+        if http_status is not None:
+            self.http_status = http_status
+
+
+def _m001_requests(db: sqlite3.Connection) -> None:
+    db.execute(
+        """
+        CREATE TABLE requests (
+            id TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            persona TEXT,
+            provider TEXT,
+            model TEXT,
+            stream INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            http_status INTEGER,
+            error_type TEXT,
+            finish_reason TEXT,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            total_tokens INTEGER,
+            cached_tokens INTEGER,
+            reasoning_tokens INTEGER,
+            cost_usd REAL,
+            latency_ms REAL,
+            ttft_ms REAL,
+            attempts INTEGER,
+            client TEXT,
+            usage_json TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX requests_created_at ON requests (created_at)")
+
+
+def _m002_error_detail(db: sqlite3.Connection) -> None:
+    # What the operator needs at 3 a.m.: the message the client got, and cache-write tokens
+    # (priced differently from reads), and the provider type for re-pricing later.
+    db.execute("ALTER TABLE requests ADD COLUMN error_message TEXT")
+    db.execute("ALTER TABLE requests ADD COLUMN cache_write_tokens INTEGER")
+    db.execute("ALTER TABLE requests ADD COLUMN provider_type TEXT")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_requests, _m002_error_detail]
+
+_COLUMNS = [f.name for f in dataclasses.fields(UsageRecord)]
+_INSERT = (
+    f"INSERT OR REPLACE INTO requests ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
+)
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """Open the store, in WAL mode so several writer processes and readers can share it."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
+def migrate(db: sqlite3.Connection) -> list[str]:
+    """Apply the migrations not yet applied, in order; returns their names."""
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
+    applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    done = []
+    for migration in MIGRATIONS:
+        name = migration.__name__.lstrip("_")
+        if name in applied:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # Another worker process may have applied it between our read and our lock.
+            if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
+                db.execute("ROLLBACK")
+                continue
+            migration(db)
+            db.execute(
+                "INSERT INTO _migrations VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))", (name,)
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        done.append(name)
+    return done
+
+
+def _fill_cost(rec: UsageRecord) -> None:
+    if rec.cost_usd is not None or rec.prompt_tokens is None or not rec.provider_type:
+        return
+    rec.cost_usd = price_usd(
+        provider_type=rec.provider_type,
+        model=rec.model or "",
+        prompt_tokens=rec.prompt_tokens or 0,
+        completion_tokens=rec.completion_tokens or 0,
+        cached_tokens=rec.cached_tokens or 0,
+        cache_write_tokens=rec.cache_write_tokens or 0,
+    )
+
+
+class UsageWriter:
+    """Queue + one writer task + one thread that owns the SQLite connection."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = path
+        self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-writer")
+        self._db: sqlite3.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._db = await loop.run_in_executor(self._executor, connect, self.path)
+        await loop.run_in_executor(self._executor, migrate, self._db)
+        self._task = asyncio.create_task(self._run(), name="usage-writer")
+
+    def record(self, rec: UsageRecord) -> None:
+        """Queue a row; never blocks, never raises into the request."""
+        self._queue.put_nowait(rec)
+
+    async def flush(self) -> None:
+        """Wait until every queued row is written."""
+        await self._queue.join()
+
+    def writable(self) -> bool:
+        """Readiness: the connection exists and the writer is alive."""
+        return self._db is not None and self._task is not None and not self._task.done()
+
+    async def close(self) -> None:
+        await self.flush()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._db is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._db.close)
+        self._executor.shutdown(wait=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await loop.run_in_executor(self._executor, self._write, batch)
+            except Exception:  # a broken disk must not kill the writer; rows are logged instead
+                log.exception("could not write %d usage rows: %r", len(batch), batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    def _write(self, batch: list[UsageRecord]) -> None:
+        assert self._db is not None
+        for rec in batch:
+            _fill_cost(rec)
+        rows = [dataclasses.astuple(rec) for rec in batch]
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(_INSERT, rows)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")

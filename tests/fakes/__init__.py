@@ -1,0 +1,1 @@
+"""Fake upstream servers on loopback that speak the providers' real wire formats."""

@@ -1,0 +1,180 @@
+"""Types and helpers shared by every translator.
+
+A provider module in this package exposes the same three names:
+
+* ``translate_request(body, *, model, ...) -> dict``: the OpenAI request body (already validated,
+  persona system text and params applied) to the provider's body.
+* ``translate_response(body, *, meta) -> tuple[dict, Usage]``: a non-streaming provider answer to
+  an OpenAI ``chat.completion`` dict and its usage.
+* ``<Provider>StreamTranslator(meta)``: one object per streamed response with
+  ``feed(event) -> list[chunk]``, ``finish() -> list[chunk]``, and the running ``usage``,
+  ``finish_reason``, ``model`` and ``complete`` attributes.
+
+Chunks are plain dicts shaped like ``openai.types.chat.ChatCompletionChunk``. The proxy, not the
+translator, adds the ``include_usage`` chunk and the ``[DONE]`` terminator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
+
+JSONDict = dict[str, Any]
+
+
+class TranslationError(Exception):
+    """The client's request cannot be expressed for this provider (becomes HTTP 400).
+
+    Attributes:
+        message: What is wrong, phrased for the client.
+        param: The request field at fault, OpenAI style (``messages[3].content[1]``), if known.
+    """
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class UpstreamFormatError(Exception):
+    """The upstream answered something this translator cannot read (becomes HTTP 502)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseMeta:
+    """What the proxy decides about a response before the upstream answers.
+
+    Attributes:
+        completion_id: The ``id`` of every chunk and of the completion (``chatcmpl-...``).
+        created: Unix seconds, the same on every chunk.
+        model: The configured upstream model; used when the upstream does not name one.
+    """
+
+    completion_id: str
+    created: int
+    model: str
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts with OpenAI semantics, plus what the provider itself reported.
+
+    ``prompt_tokens`` includes cached and cache-write tokens; ``completion_tokens`` includes
+    reasoning tokens (OpenAI's meaning, wire-formats.md 4.9).
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    raw: JSONDict | None = None
+    reported_cost_usd: float | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_openai(self) -> JSONDict:
+        """The OpenAI ``usage`` object."""
+        prompt_details: JSONDict = {"cached_tokens": self.cached_tokens}
+        if self.cache_write_tokens:
+            prompt_details["cache_write_tokens"] = self.cache_write_tokens
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "prompt_tokens_details": prompt_details,
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+        }
+
+
+@dataclass(slots=True)
+class ChunkFactory:
+    """Builds ``chat.completion.chunk`` dicts that share one id, ``created`` and model."""
+
+    meta: ResponseMeta
+    model: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            self.model = self.meta.model
+
+    def chunk(self, delta: JSONDict, finish_reason: FinishReason | None = None) -> JSONDict:
+        return {
+            "id": self.meta.completion_id,
+            "object": "chat.completion.chunk",
+            "created": self.meta.created,
+            "model": self.model,
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            ],
+        }
+
+    def usage_chunk(self, usage: Usage) -> JSONDict:
+        """The ``include_usage`` chunk: no choices, full usage (sent after the finish chunk)."""
+        return {
+            "id": self.meta.completion_id,
+            "object": "chat.completion.chunk",
+            "created": self.meta.created,
+            "model": self.model,
+            "choices": [],
+            "usage": usage.to_openai(),
+        }
+
+
+def completion(
+    meta: ResponseMeta,
+    *,
+    model: str,
+    message: JSONDict,
+    finish_reason: FinishReason,
+    usage: Usage,
+) -> JSONDict:
+    """A one-choice ``chat.completion`` dict."""
+    return {
+        "id": meta.completion_id,
+        "object": "chat.completion",
+        "created": meta.created,
+        "model": model,
+        "choices": [
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+        ],
+        "usage": usage.to_openai(),
+    }
+
+
+def text_of(content: Any, *, param: str) -> str:
+    """The text of an OpenAI message ``content`` that may only hold text (system, tool).
+
+    Accepts a string, ``None`` or a list of ``text`` parts (``refusal`` parts count as text).
+    """
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    pieces: list[str] = []
+    for i, part in enumerate(content):
+        kind = part.get("type")
+        if kind == "text":
+            pieces.append(part.get("text") or "")
+        elif kind == "refusal":
+            pieces.append(part.get("refusal") or "")
+        else:
+            raise TranslationError(
+                f"content part type {kind!r} is not allowed here; only text parts are",
+                param=f"{param}[{i}]",
+            )
+    return "".join(pieces)
+
+
+def parse_data_url(url: str, *, param: str) -> tuple[str, str]:
+    """Split ``data:<mime>;base64,<data>`` into ``(mime, data)``."""
+    head, sep, data = url.partition(",")
+    if not sep or not head.startswith("data:") or not head.endswith(";base64"):
+        raise TranslationError(
+            "image data URLs must look like 'data:<mime type>;base64,<data>'", param=param
+        )
+    return head[5:-7], data
