@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from proxy.config import Settings
-from proxy.errors import AuthenticationFailed, PayloadTooLarge, ProxyError, error_envelope
+from proxy.errors import AuthenticationFailed, PayloadTooLarge, ProxyError
 from proxy.providers import build_provider
 from proxy.providers.base import Provider
 from proxy.usage.store import UsageWriter

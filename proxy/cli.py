@@ -33,29 +33,49 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"persona-proxy {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    serve = sub.add_parser("serve", help="run the proxy server",
-                           description="Run the proxy. Prints the URL and the personas it serves.")
+    serve = sub.add_parser(
+        "serve",
+        help="run the proxy server",
+        description="Run the proxy. Prints the URL and the personas it serves.",
+    )
     _add_config(serve)
     serve.add_argument("--host", help="address to listen on (default: server.host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default: server.port, 8080)")
-    serve.add_argument("--workers", type=int, default=1,
-                       help="number of worker processes sharing the port (default: 1)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="number of worker processes sharing the port (default: 1)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
-    check = sub.add_parser("check", help="validate the config and list its personas",
-                           description="Validate the config; exit 1 with the file, key path "
-                           "and problem when it is wrong.")
+    check = sub.add_parser(
+        "check",
+        help="validate the config and list its personas",
+        description="Validate the config; exit 1 with the file, key path "
+        "and problem when it is wrong.",
+    )
     _add_config(check)
 
-    usage = sub.add_parser("usage", help="report requests, tokens, cost and latency",
-                           description="Aggregate the usage store.")
+    usage = sub.add_parser(
+        "usage",
+        help="report requests, tokens, cost and latency",
+        description="Aggregate the usage store.",
+    )
     _add_config(usage)
-    usage.add_argument("--since", default="24h",
-                       help="window: 30m, 24h, 7d, or an ISO date/time (default: 24h)")
-    usage.add_argument("--by", default="persona", choices=["persona", "provider", "model", "day"],
-                       help="group rows by (default: persona)")
+    usage.add_argument(
+        "--since", default="24h", help="window: 30m, 24h, 7d, or an ISO date/time (default: 24h)"
+    )
+    usage.add_argument(
+        "--by",
+        default="persona",
+        choices=["persona", "provider", "model", "day"],
+        help="group rows by (default: persona)",
+    )
     usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    usage.add_argument("--database", help="usage database (default: usage.database from the config)")
+    usage.add_argument(
+        "--database", help="usage database (default: usage.database from the config)"
+    )
     return parser
 
 
@@ -71,8 +91,9 @@ def persona_table(settings: Settings) -> str:
     rows = [("PERSONA", "PROVIDER", "TYPE", "MODEL", "DESCRIPTION")]
     for name, p in settings.personas.items():
         mark = " (default)" if name == settings.default_persona else ""
-        rows.append((name + mark, p.provider, settings.providers[p.provider].type, p.model,
-                     p.description))
+        rows.append(
+            (name + mark, p.provider, settings.providers[p.provider].type, p.model, p.description)
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
@@ -90,8 +111,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from proxy.server import serve  # noqa: PLC0415 (keeps `check` and `--help` fast)
 
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = _load(args.config)
     return serve(settings, host=args.host, port=args.port, workers=args.workers)
 

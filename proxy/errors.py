@@ -111,7 +111,11 @@ class UpstreamTimeout(UpstreamError):
 
 
 def error_envelope(
-    message: str, *, type: str, param: str | None = None, code: str | None = None  # noqa: A002
+    message: str,
+    *,
+    type: str,
+    param: str | None = None,
+    code: str | None = None,  # noqa: A002
 ) -> dict[str, Any]:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 

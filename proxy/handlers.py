@@ -153,8 +153,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         rec.finish_reason = result.finish_reason
         rec.add_usage(result.usage)
         headers["x-upstream-model"] = result.model
-        return web.Response(body=orjson.dumps(result.body), content_type="application/json",
-                            headers=headers)
+        return web.Response(
+            body=orjson.dumps(result.body), content_type="application/json", headers=headers
+        )
     except ProxyError as exc:
         rec.fail(exc, http_status=exc.status)
         if exc.status >= 500:
@@ -188,7 +189,9 @@ def _model_object(name: str, persona: Persona, settings: Settings) -> dict[str, 
 async def list_models(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     data = [_model_object(n, p, settings) for n, p in settings.personas.items()]
-    return web.json_response({"object": "list", "data": data}, dumps=lambda o: orjson.dumps(o).decode())
+    return web.json_response(
+        {"object": "list", "data": data}, dumps=lambda o: orjson.dumps(o).decode()
+    )
 
 
 async def get_model(request: web.Request) -> web.Response:
@@ -197,8 +200,12 @@ async def get_model(request: web.Request) -> web.Response:
     persona = settings.personas.get(name)
     if persona is None:
         raise ProxyError(
-            f"The model {name!r} does not exist; known personas: {', '.join(sorted(settings.personas))}.",
-            status=404, type="invalid_request_error", code="model_not_found", param="model",
+            f"The model {name!r} does not exist; "
+            f"known personas: {', '.join(sorted(settings.personas))}.",
+            status=404,
+            type="invalid_request_error",
+            code="model_not_found",
+            param="model",
         )
     return web.json_response(_model_object(name, persona, settings))
 
@@ -215,5 +222,6 @@ async def ready(request: web.Request) -> web.Response:
         "usage_store": writer is not None and writer.writable(),
     }
     ok = all(checks.values())
-    return web.json_response({"status": "ok" if ok else "unavailable", "checks": checks},
-                             status=200 if ok else 503)
+    return web.json_response(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+    )

@@ -48,8 +48,11 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
     personas = ", ".join(
         f"{n}{' (default)' if n == settings.default_persona else ''}" for n in settings.personas
     )
-    print(f"persona-proxy listening on http://{host}:{port}/v1  personas: {personas}  "
-          f"[{settings.source}]", flush=True)
+    print(
+        f"persona-proxy listening on http://{host}:{port}/v1  personas: {personas}  "
+        f"[{settings.source}]",
+        flush=True,
+    )
     if workers <= 1:
         _run_worker(settings, host, port, reuse_port=False)
         return 0

@@ -16,8 +16,15 @@ _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "functio
 _NUMBERS = ("temperature", "top_p", "frequency_penalty", "presence_penalty")
 _INTS = ("max_tokens", "max_completion_tokens", "n", "seed", "top_logprobs")
 _BOOLS = ("stream", "parallel_tool_calls", "logprobs", "store")
-_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer",
-               float: "number", type(None): "null"}
+_JSON_TYPES = {
+    dict: "object",
+    list: "array",
+    str: "string",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    type(None): "null",
+}
 
 
 def _kind(value: Any) -> str:
@@ -46,13 +53,17 @@ def validate_chat_request(body: Any) -> dict[str, Any]:
         raise _bad_type("model", "a string", body["model"])
     messages = body.get("messages")
     if messages is None:
-        raise InvalidRequest("Missing required parameter: 'messages'.", param="messages",
-                             code="missing_required_parameter")
+        raise InvalidRequest(
+            "Missing required parameter: 'messages'.",
+            param="messages",
+            code="missing_required_parameter",
+        )
     if not isinstance(messages, list):
         raise _bad_type("messages", "an array", messages)
     if not messages:
-        raise InvalidRequest("'messages' must contain at least one message.", param="messages",
-                             code="empty_array")
+        raise InvalidRequest(
+            "'messages' must contain at least one message.", param="messages", code="empty_array"
+        )
     for i, msg in enumerate(messages):
         _validate_message(msg, f"messages[{i}]")
     for name in _BOOLS:
@@ -67,8 +78,10 @@ def validate_chat_request(body: Any) -> dict[str, Any]:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise _bad_type(name, "an integer", value)
     stop = body.get("stop")
-    if stop is not None and not isinstance(stop, str) and not (
-        isinstance(stop, list) and all(isinstance(s, str) for s in stop)
+    if (
+        stop is not None
+        and not isinstance(stop, str)
+        and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
     ):
         raise _bad_type("stop", "a string or an array of strings", stop)
     opts = body.get("stream_options")
@@ -78,12 +91,17 @@ def validate_chat_request(body: Any) -> dict[str, Any]:
     fmt = body.get("response_format")
     if fmt is not None:
         if not isinstance(fmt, dict) or not isinstance(fmt.get("type"), str):
-            raise InvalidRequest("'response_format' must be an object with a 'type'.",
-                                 param="response_format", code="invalid_type")
+            raise InvalidRequest(
+                "'response_format' must be an object with a 'type'.",
+                param="response_format",
+                code="invalid_type",
+            )
         if fmt["type"] == "json_schema" and not isinstance(fmt.get("json_schema"), dict):
-            raise InvalidRequest("Missing required parameter: 'response_format.json_schema'.",
-                                 param="response_format.json_schema",
-                                 code="missing_required_parameter")
+            raise InvalidRequest(
+                "Missing required parameter: 'response_format.json_schema'.",
+                param="response_format.json_schema",
+                code="missing_required_parameter",
+            )
     return body
 
 
@@ -111,8 +129,11 @@ def _validate_message(msg: Any, param: str) -> None:
                     code="invalid_type",
                 )
     if role == "tool" and not isinstance(msg.get("tool_call_id"), str):
-        raise InvalidRequest(f"Missing required parameter: '{param}.tool_call_id'.",
-                             param=f"{param}.tool_call_id", code="missing_required_parameter")
+        raise InvalidRequest(
+            f"Missing required parameter: '{param}.tool_call_id'.",
+            param=f"{param}.tool_call_id",
+            code="missing_required_parameter",
+        )
     calls = msg.get("tool_calls")
     if calls is not None:
         if role != "assistant" or not isinstance(calls, list):
@@ -121,8 +142,11 @@ def _validate_message(msg: Any, param: str) -> None:
             where = f"{param}.tool_calls[{k}]"
             fn = call.get("function") if isinstance(call, dict) else None
             if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                raise InvalidRequest(f"'{where}' must have a 'function' with a 'name'.",
-                                     param=where, code="invalid_type")
+                raise InvalidRequest(
+                    f"'{where}' must have a 'function' with a 'name'.",
+                    param=where,
+                    code="invalid_type",
+                )
             args = fn.get("arguments")
             if args is not None and not isinstance(args, str):
                 raise _bad_type(f"{where}.function.arguments", "a JSON string", args)
@@ -141,9 +165,11 @@ def _validate_tools(body: dict[str, Any]) -> None:
         if tool.get("type", "function") == "function":
             fn = tool.get("function")
             if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                raise InvalidRequest(f"Missing required parameter: '{where}.function.name'.",
-                                     param=f"{where}.function.name",
-                                     code="missing_required_parameter")
+                raise InvalidRequest(
+                    f"Missing required parameter: '{where}.function.name'.",
+                    param=f"{where}.function.name",
+                    code="missing_required_parameter",
+                )
             params = fn.get("parameters")
             if params is not None and not isinstance(params, dict):
                 raise _bad_type(f"{where}.function.parameters", "an object", params)

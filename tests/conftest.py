@@ -80,13 +80,13 @@ class ProxyHandle:
         self.bg.run(self.app[USAGE_WRITER].flush())
         with sqlite3.connect(self.db_path) as db:
             db.row_factory = sqlite3.Row
-            return [dict(r) for r in db.execute("SELECT * FROM requests ORDER BY created_at, rowid")]
+            return [
+                dict(r) for r in db.execute("SELECT * FROM requests ORDER BY created_at, rowid")
+            ]
 
 
 @pytest.fixture
-def start_proxy(
-    bg_loop: BackgroundLoop, tmp_path: Path
-) -> Iterator[Callable[..., ProxyHandle]]:
+def start_proxy(bg_loop: BackgroundLoop, tmp_path: Path) -> Iterator[Callable[..., ProxyHandle]]:
     """Factory: ``start_proxy(config_dict, env=None)`` starts a proxy on a free port.
 
     ``usage.database`` defaults to a file in ``tmp_path``.

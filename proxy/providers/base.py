@@ -70,8 +70,9 @@ class Completion:
 class ChunkStream:
     """OpenAI chunks from an upstream stream, plus its running totals.
 
-    ``chunks`` (set by the provider) yields chunk dicts; ``usage``, ``model`` and ``finish_reason`` are final once it is
-    exhausted. Providers fill them in as the stream goes.
+    ``chunks`` (set by the provider) yields chunk dicts; ``usage``, ``model`` and
+    ``finish_reason`` are final once it is exhausted. Providers fill them in as the stream goes,
+    and set ``model`` before yielding the first chunk (it becomes a response header).
     """
 
     model: str

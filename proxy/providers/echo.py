@@ -27,7 +27,9 @@ def example_for(schema: Any, defs: dict[str, Any] | None = None, depth: int = 0)
     """A small value that satisfies ``schema``'s types, enums and required fields."""
     if not isinstance(schema, dict) or depth > _MAX_DEPTH:
         return None
-    defs = defs if defs is not None else {**schema.get("$defs", {}), **schema.get("definitions", {})}
+    defs = (
+        defs if defs is not None else {**schema.get("$defs", {}), **schema.get("definitions", {})}
+    )
     if "$ref" in schema:
         return example_for(defs.get(schema["$ref"].rsplit("/", 1)[-1]), defs, depth + 1)
     if "const" in schema:
@@ -67,7 +69,11 @@ def _words(text: str) -> int:
 
 
 def _forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
-    tools = [t.get("function", {}) for t in body.get("tools") or [] if t.get("type", "function") == "function"]
+    tools = [
+        t.get("function", {})
+        for t in body.get("tools") or []
+        if t.get("type", "function") == "function"
+    ]
     choice = body.get("tool_choice")
     if not tools or choice in (None, "auto", "none"):
         return None
@@ -78,7 +84,9 @@ def _forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
         for tool in tools:
             if tool.get("name") == name:
                 return tool
-        raise InvalidRequest(f"tool_choice names {name!r}, which is not in 'tools'", param="tool_choice")
+        raise InvalidRequest(
+            f"tool_choice names {name!r}, which is not in 'tools'", param="tool_choice"
+        )
     return None
 
 
@@ -99,12 +107,16 @@ class EchoProvider(Provider):
         )
         content = last.get("content")
         text = text_of(
-            [p for p in content if p.get("type") == "text"] if isinstance(content, list) else content,
+            [p for p in content if p.get("type") == "text"]
+            if isinstance(content, list)
+            else content,
             param="messages",
         )
         tool = _forced_tool(body)
         if tool is not None:
-            args = orjson.dumps(example_for(tool.get("parameters") or {"type": "object"}) or {}).decode()
+            args = orjson.dumps(
+                example_for(tool.get("parameters") or {"type": "object"}) or {}
+            ).decode()
             message = {
                 "role": "assistant",
                 "content": None,
@@ -128,7 +140,9 @@ class EchoProvider(Provider):
 
     async def complete(self, call: Call) -> Completion:
         message, finish, usage = self._answer(call)
-        body = completion(call.meta, model=call.model, message=message, finish_reason=finish, usage=usage)
+        body = completion(
+            call.meta, model=call.model, message=message, finish_reason=finish, usage=usage
+        )
         return Completion(body=body, usage=usage, model=call.model, finish_reason=finish)
 
     @asynccontextmanager

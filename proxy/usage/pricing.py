@@ -10,7 +10,12 @@ from genai_prices import calc_price
 log = logging.getLogger(__name__)
 
 # genai-prices names providers its own way; our provider *types* map onto its ids.
-_PRICE_PROVIDER = {"openai": "openai", "anthropic": "anthropic", "gemini": "google", "claude-agent": "anthropic"}
+_PRICE_PROVIDER = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "gemini": "google",
+    "claude-agent": "anthropic",
+}
 _warned: set[tuple[str, str]] = set()
 
 
@@ -42,5 +47,7 @@ def price_usd(
     except (LookupError, ValueError) as exc:
         if (provider_id, model) not in _warned:  # once per model, not once per request
             _warned.add((provider_id, model))
-            log.info("no price for %s model %r (%s); cost recorded as NULL", provider_id, model, exc)
+            log.info(
+                "no price for %s model %r (%s); cost recorded as NULL", provider_id, model, exc
+            )
         return None

@@ -61,11 +61,21 @@ def aggregate(database: str | Path, *, since: str, by: str) -> list[dict[str, An
     latencies: dict[str, list[float]] = {}
     for grp, status, p, c, cached, reasoning, cost, latency in rows:
         grp = grp or "(none)"
-        g = groups.setdefault(grp, {
-            by: grp, "requests": 0, "errors": 0, "cancelled": 0, "prompt_tokens": 0,
-            "completion_tokens": 0, "cached_tokens": 0, "reasoning_tokens": 0,
-            "cost_usd": 0.0, "unpriced": 0,
-        })
+        g = groups.setdefault(
+            grp,
+            {
+                by: grp,
+                "requests": 0,
+                "errors": 0,
+                "cancelled": 0,
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "cached_tokens": 0,
+                "reasoning_tokens": 0,
+                "cost_usd": 0.0,
+                "unpriced": 0,
+            },
+        )
         g["requests"] += 1
         g["errors"] += status == "error"
         g["cancelled"] += status == "cancelled"
@@ -93,27 +103,63 @@ def print_report(database: str | Path, *, since: str, by: str, as_json: bool) ->
     if not groups:
         print(f"no requests since {since} in {database}")
         return 0
-    header = [by.upper(), "REQUESTS", "ERRORS", "PROMPT", "COMPLETION", "CACHED", "COST USD",
-              "P50 MS", "P95 MS"]
+    header = [
+        by.upper(),
+        "REQUESTS",
+        "ERRORS",
+        "PROMPT",
+        "COMPLETION",
+        "CACHED",
+        "COST USD",
+        "P50 MS",
+        "P95 MS",
+    ]
     lines = [header]
-    total = {"requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0,
-             "cached_tokens": 0, "cost_usd": 0.0}
+    total = {
+        "requests": 0,
+        "errors": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cached_tokens": 0,
+        "cost_usd": 0.0,
+    }
     for g in groups:
         for k in total:
             total[k] += g[k]
-        lines.append([
-            str(g[by]), str(g["requests"]), str(g["errors"]), str(g["prompt_tokens"]),
-            str(g["completion_tokens"]), str(g["cached_tokens"]),
-            f"{g['cost_usd']:.6f}" + ("*" if g["unpriced"] else ""),
-            "-" if g["p50_ms"] is None else f"{g['p50_ms']:.1f}",
-            "-" if g["p95_ms"] is None else f"{g['p95_ms']:.1f}",
-        ])
-    lines.append(["TOTAL", str(total["requests"]), str(total["errors"]),
-                  str(total["prompt_tokens"]), str(total["completion_tokens"]),
-                  str(total["cached_tokens"]), f"{total['cost_usd']:.6f}", "", ""])
+        lines.append(
+            [
+                str(g[by]),
+                str(g["requests"]),
+                str(g["errors"]),
+                str(g["prompt_tokens"]),
+                str(g["completion_tokens"]),
+                str(g["cached_tokens"]),
+                f"{g['cost_usd']:.6f}" + ("*" if g["unpriced"] else ""),
+                "-" if g["p50_ms"] is None else f"{g['p50_ms']:.1f}",
+                "-" if g["p95_ms"] is None else f"{g['p95_ms']:.1f}",
+            ]
+        )
+    lines.append(
+        [
+            "TOTAL",
+            str(total["requests"]),
+            str(total["errors"]),
+            str(total["prompt_tokens"]),
+            str(total["completion_tokens"]),
+            str(total["cached_tokens"]),
+            f"{total['cost_usd']:.6f}",
+            "",
+            "",
+        ]
+    )
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     for row in lines:
-        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        print(
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
     if any(g["unpriced"] for g in groups):
         print("* some requests had no known price (cost recorded as NULL)")
     return 0

@@ -1,0 +1,150 @@
+"""``anthropic`` provider: the Messages API over raw aiohttp.
+
+Thinking blocks must go back to Anthropic unmodified on the next tool turn, but most clients
+drop fields they do not know. The provider therefore keeps a bounded server-side cache from the
+first tool-call id of an assistant turn to that turn's signed thinking blocks, and the request
+translator asks it when the client's history has no ``thinking_blocks`` of its own.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+
+from proxy.errors import upstream_status_error
+from proxy.providers.base import (
+    Call,
+    ChunkStream,
+    Completion,
+    Provider,
+    client_timeout,
+    parse_error_body,
+    raise_for_upstream_status,
+    sse_events,
+    translating_errors,
+)
+from translators import anthropic as tr
+
+# In-stream `event: error` carries only a type; this is the status Anthropic would have used.
+_STATUS_OF_ERROR_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+THINKING_CACHE_SIZE = 10_000
+
+
+class AnthropicProvider(Provider):
+    type = "anthropic"
+
+    def __init__(self, name: str, config: Any, session: Any) -> None:
+        super().__init__(name, config, session)
+        self.url = config.base_url.rstrip("/") + "/v1/messages"
+        self.timeout = client_timeout(config.timeout)
+        # API version 2026-10-21 rejects temperature/top_p/top_k outright (wire-formats 0.2).
+        self.sampling_params = config.anthropic_version == "2023-06-01"
+        self._headers_base = {
+            "Content-Type": "application/json",
+            "anthropic-version": config.anthropic_version,
+            **config.headers,
+        }
+        if config.anthropic_beta:
+            self._headers_base["anthropic-beta"] = ",".join(config.anthropic_beta)
+        self._thinking: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+
+    def _headers(self) -> dict[str, str]:
+        return {**self._headers_base, "x-api-key": self.api_key()}
+
+    def _remember_thinking(self, tool_call_ids: list[str], blocks: list[dict[str, Any]]) -> None:
+        if not tool_call_ids or not blocks:
+            return
+        self._thinking[tool_call_ids[0]] = blocks
+        self._thinking.move_to_end(tool_call_ids[0])
+        while len(self._thinking) > THINKING_CACHE_SIZE:
+            self._thinking.popitem(last=False)
+
+    def _body(self, call: Call, *, stream: bool) -> bytes:
+        body = tr.translate_request(
+            call.body,
+            model=call.model,
+            default_max_tokens=self.config.default_max_tokens,
+            sampling_params=self.sampling_params,
+            thinking_lookup=self._thinking.get,
+        )
+        if stream:
+            body["stream"] = True
+        return orjson.dumps(body)
+
+    async def complete(self, call: Call) -> Completion:
+        with translating_errors(self.name):
+            data = self._body(call, stream=False)
+            async with self.session.post(
+                self.url, data=data, headers=self._headers(), timeout=self.timeout
+            ) as resp:
+                await raise_for_upstream_status(resp, provider=self.name, parse=parse_error_body)
+                answer = orjson.loads(await resp.read())
+            result, usage = tr.translate_response(answer, meta=call.meta)
+        message = result["choices"][0]["message"]
+        self._remember_thinking(
+            [tc["id"] for tc in message.get("tool_calls") or []],
+            message.get("thinking_blocks") or [],
+        )
+        return Completion(
+            body=result,
+            usage=usage,
+            model=result["model"],
+            finish_reason=result["choices"][0]["finish_reason"],
+        )
+
+    @asynccontextmanager
+    async def stream(self, call: Call) -> AsyncIterator[ChunkStream]:
+        with translating_errors(self.name):
+            data = self._body(call, stream=True)
+            resp = await self.session.post(
+                self.url, data=data, headers=self._headers(), timeout=self.timeout
+            )
+        try:
+            with translating_errors(self.name):
+                await raise_for_upstream_status(resp, provider=self.name, parse=parse_error_body)
+            stream = ChunkStream(model=call.model)
+            stream.chunks = self._chunks(resp, tr.AnthropicStreamTranslator(call.meta), stream)
+            yield stream
+        finally:
+            resp.release()
+
+    async def _chunks(
+        self, resp: Any, translator: tr.AnthropicStreamTranslator, stream: ChunkStream
+    ) -> AsyncIterator[dict[str, Any]]:
+        with translating_errors(self.name):
+            async for event in sse_events(resp, first_byte=self.config.timeout.first_byte):
+                data = orjson.loads(event.data)
+                if event.event == "error" or data.get("type") == "error":
+                    err = data.get("error") or {}
+                    kind = err.get("type") or "api_error"
+                    raise upstream_status_error(
+                        provider=self.name,
+                        status=_STATUS_OF_ERROR_TYPE.get(kind, 500),
+                        message=err.get("message") or "",
+                        upstream_type=kind,
+                    )
+                chunks = translator.feed(data)
+                # Totals first: the driver reads stream.model as soon as the first chunk arrives.
+                stream.model = translator.model
+                stream.usage = translator.usage
+                stream.finish_reason = translator.finish_reason
+                for chunk in chunks:
+                    yield chunk
+            for chunk in translator.finish():
+                yield chunk
+            self._remember_thinking(translator.tool_call_ids, translator.thinking_blocks)
