@@ -219,7 +219,7 @@ async def ready(request: web.Request) -> web.Response:
     writer = app.get(USAGE_WRITER)
     checks = {
         "config": SETTINGS in app,
-        "usage_store": writer is not None and writer.writable(),
+        "usage_store": writer is not None and await writer.writable(),
     }
     ok = all(checks.values())
     return web.json_response(

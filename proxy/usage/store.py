@@ -201,9 +201,21 @@ class UsageWriter:
         """Wait until every queued row is written."""
         await self._queue.join()
 
-    def writable(self) -> bool:
-        """Readiness: the connection exists and the writer is alive."""
-        return self._db is not None and self._task is not None and not self._task.done()
+    async def writable(self) -> bool:
+        """Readiness: the writer is alive and the database takes a write lock right now."""
+        if self._db is None or self._task is None or self._task.done():
+            return False
+        db = self._db
+
+        def probe() -> bool:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                return False
+            return True
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, probe)
 
     async def close(self) -> None:
         await self.flush()
