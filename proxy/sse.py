@@ -43,7 +43,13 @@ class SSEDecoder:
     def feed(self, data: bytes) -> list[SSEEvent]:
         buf = self._buf + data if self._buf else data
         if b"\r" in buf:
+            # A CR at the very end may be the first half of a CRLF split across reads: keep it
+            # raw until the next read says which it is.
+            held = buf.endswith(b"\r")
+            buf = buf[:-1] if held else buf
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        else:
+            held = False
         events: list[SSEEvent] = []
         start = 0
         while True:
@@ -54,7 +60,7 @@ class SSEDecoder:
             if event is not None:
                 events.append(event)
             start = end + 2
-        self._buf = buf[start:]
+        self._buf = buf[start:] + b"\r" if held else buf[start:]
         if len(self._buf) > self._max:
             raise UpstreamError(f"upstream sent a stream event larger than {self._max} bytes")
         return events
