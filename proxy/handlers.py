@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import time
 from datetime import UTC, datetime
@@ -87,6 +88,19 @@ def apply_persona(body: dict[str, Any], persona: Persona) -> dict[str, Any]:
     return merged
 
 
+_MESSAGE_INDEX = re.compile(r"messages\[(\d+)\]")
+
+
+def _client_indices(exc: ProxyError, shift: int) -> None:
+    """Point ``messages[N]`` in an error back at the client's own message: the persona's system
+    text was prepended as message 0, which the client never sent."""
+    if not shift or not exc.param or not exc.param.startswith("messages["):
+        return
+    fix = lambda m: f"messages[{int(m.group(1)) - shift}]"  # noqa: E731
+    exc.param = _MESSAGE_INDEX.sub(fix, exc.param)
+    exc.message = _MESSAGE_INDEX.sub(fix, exc.message)
+
+
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -127,6 +141,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         client=request.get(CLIENT_NAME),
     )
     headers = {"x-request-id": completion_id}
+    shift = 0
     try:
         body = validate_chat_request(await _read_json(request, settings.server.max_body_bytes))
         rec.stream = bool(body.get("stream"))
@@ -138,6 +153,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         rec.model = persona.model
         headers.update({"x-persona": name, "x-provider": provider.name})
         body = apply_persona(body, persona)
+        shift = 1 if persona.system else 0
         opts = body.get("stream_options") or {}
         call = Call(
             body=body,
@@ -157,6 +173,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             body=orjson.dumps(result.body), content_type="application/json", headers=headers
         )
     except ProxyError as exc:
+        _client_indices(exc, shift)
         rec.fail(exc, http_status=exc.status)
         if exc.status >= 500:
             log.warning("%s %s persona=%s: %s", completion_id, exc.status, rec.persona, exc.message)

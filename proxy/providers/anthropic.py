@@ -8,6 +8,7 @@ translator asks it when the client's history has no ``thinking_blocks`` of its o
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,6 +44,7 @@ _STATUS_OF_ERROR_TYPE = {
     "overloaded_error": 529,
 }
 THINKING_CACHE_SIZE = 10_000
+log = logging.getLogger(__name__)
 
 
 class AnthropicProvider(Provider):
@@ -62,6 +64,7 @@ class AnthropicProvider(Provider):
         if config.anthropic_beta:
             self._headers_base["anthropic-beta"] = ",".join(config.anthropic_beta)
         self._thinking: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        self._dropped_logged: set[str] = set()
 
     def _headers(self) -> dict[str, str]:
         return {**self._headers_base, "x-api-key": self.api_key()}
@@ -74,7 +77,20 @@ class AnthropicProvider(Provider):
         while len(self._thinking) > THINKING_CACHE_SIZE:
             self._thinking.popitem(last=False)
 
+    def _log_dropped(self, body: dict[str, Any]) -> None:
+        # Parameters Anthropic has no equivalent for are dropped, not refused; say so once per
+        # parameter so an operator can tell why `seed` had no effect, without a log per request.
+        new = [k for k in tr.dropped_params(body) if k not in self._dropped_logged]
+        if new:
+            self._dropped_logged.update(new)
+            log.info(
+                "provider %r: Anthropic has no equivalent for %s; dropped",
+                self.name,
+                ", ".join(new),
+            )
+
     def _body(self, call: Call, *, stream: bool) -> bytes:
+        self._log_dropped(call.body)
         body = tr.translate_request(
             call.body,
             model=call.model,
