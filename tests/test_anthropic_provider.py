@@ -355,3 +355,43 @@ def test_dropped_params_logged_once(client, fake_upstream, caplog):
             )
     notes = [r.getMessage() for r in caplog.records if "no equivalent" in r.getMessage()]
     assert len(notes) == 1 and "logit_bias" in notes[0] and "seed" in notes[0]
+
+
+async def test_async_client_and_usage_report_shows_cost(proxy, fake_upstream):
+    import asyncio
+    import subprocess
+    import sys
+
+    fake_upstream.reply(
+        anthropic_reply("plain_text", stream=False), anthropic_reply("plain_text", stream=True)
+    )
+    async with openai.AsyncOpenAI(
+        base_url=proxy.base_url, api_key="x", max_retries=0, default_headers={"X-Persona": "coder"}
+    ) as c:
+        whole = await c.chat.completions.create(
+            model="coder", messages=[{"role": "user", "content": "hi"}]
+        )
+        stream = await c.chat.completions.create(
+            model="coder", stream=True, messages=[{"role": "user", "content": "hi"}]
+        )
+        text = "".join([ch.choices[0].delta.content or "" async for ch in stream if ch.choices])
+    assert text == whole.choices[0].message.content
+    await asyncio.to_thread(proxy.rows)  # flush
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "proxy",
+            "usage",
+            "--database",
+            str(proxy.db_path),
+            "--json",
+            "--by",
+            "model",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    [group] = json.loads(out)
+    assert group["requests"] == 2 and group["cost_usd"] > 0 and group["unpriced"] == 0
