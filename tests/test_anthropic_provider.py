@@ -3,8 +3,11 @@ Anthropic Messages API (replaying recorded-format fixtures) behind."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import subprocess
+import sys
 
 import httpx
 import openai
@@ -358,10 +361,6 @@ def test_dropped_params_logged_once(client, fake_upstream, caplog):
 
 
 async def test_async_client_and_usage_report_shows_cost(proxy, fake_upstream):
-    import asyncio
-    import subprocess
-    import sys
-
     fake_upstream.reply(
         anthropic_reply("plain_text", stream=False), anthropic_reply("plain_text", stream=True)
     )
