@@ -103,13 +103,22 @@ class GeminiProviderConfig(_ProviderBase):
 
 
 class ClaudeAgentProviderConfig(_ProviderBase):
-    """Claude Code through the Claude Agent SDK."""
+    """Claude Code through the Claude Agent SDK.
+
+    ``cli_path`` defaults to the CLI bundled with the SDK (else ``claude`` on PATH);
+    ``max_concurrency`` bounds the CLI processes (one per request, ~200 MB each) and a request
+    waiting longer than ``queue_timeout`` seconds for one gets 503; ``max_turns`` bounds the
+    CLI's agent loop; ``max_retries`` is the CLI's own API retry count
+    (``CLAUDE_CODE_MAX_RETRIES``; its default retries for minutes); ``env`` is added to the
+    CLI's environment (e.g. ``ANTHROPIC_API_KEY``, ``CLAUDE_CODE_OAUTH_TOKEN``).
+    """
 
     type: Literal["claude-agent"]
     cli_path: str | None = None
     max_concurrency: int = Field(4, gt=0)
     queue_timeout: float = Field(30.0, ge=0)
     max_turns: int = Field(1, gt=0)
+    max_retries: int = Field(1, ge=0)
     env: dict[str, str] = Field(default_factory=dict)
 
 
@@ -201,9 +210,19 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
         # pydantic puts the union tag in the location ("providers.x.anthropic.api_key"); drop it.
-        if isinstance(part, str) and part in {
-            "openai", "anthropic", "gemini", "claude-agent", "echo",
-        } and out.count(".") == 1 and out.startswith("providers."):
+        if (
+            isinstance(part, str)
+            and part
+            in {
+                "openai",
+                "anthropic",
+                "gemini",
+                "claude-agent",
+                "echo",
+            }
+            and out.count(".") == 1
+            and out.startswith("providers.")
+        ):
             continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
@@ -264,7 +283,9 @@ def load_settings(path: str | Path | None, *, env: Mapping[str, str] | None = No
     try:
         data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{file}: not valid {'JSON' if file.suffix == '.json' else 'YAML'}: {exc}") from None
+        raise ConfigError(
+            f"{file}: not valid {'JSON' if file.suffix == '.json' else 'YAML'}: {exc}"
+        ) from None
     return settings_from_dict(data, env=env, source=str(file))
 
 
@@ -285,24 +306,40 @@ def default_settings(env: Mapping[str, str]) -> Settings:
     whose credentials are in the environment."""
     providers: dict[str, Any] = {"echo": {"type": "echo"}}
     personas: dict[str, Any] = {
-        "echo": {"provider": "echo", "model": "echo-1", "description": "Offline echo for trying the proxy"}
+        "echo": {
+            "provider": "echo",
+            "model": "echo-1",
+            "description": "Offline echo for trying the proxy",
+        }
     }
     if env.get("OPENAI_API_KEY"):
         providers["openai"] = {"type": "openai", "api_key": env["OPENAI_API_KEY"]}
-        personas["openai"] = {"provider": "openai", "model": "gpt-4.1-mini", "description": "OpenAI"}
+        personas["openai"] = {
+            "provider": "openai",
+            "model": "gpt-4.1-mini",
+            "description": "OpenAI",
+        }
     if env.get("ANTHROPIC_API_KEY"):
         providers["anthropic"] = {"type": "anthropic", "api_key": env["ANTHROPIC_API_KEY"]}
         personas["anthropic"] = {
-            "provider": "anthropic", "model": "claude-sonnet-4-5", "description": "Anthropic Claude",
+            "provider": "anthropic",
+            "model": "claude-sonnet-4-5",
+            "description": "Anthropic Claude",
         }
     gemini_key = env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY")
     if gemini_key:
         providers["gemini"] = {"type": "gemini", "api_key": gemini_key}
-        personas["gemini"] = {"provider": "gemini", "model": "gemini-2.5-flash", "description": "Google Gemini"}
+        personas["gemini"] = {
+            "provider": "gemini",
+            "model": "gemini-2.5-flash",
+            "description": "Google Gemini",
+        }
     if claude_cli_available(env):
         providers["claude"] = {"type": "claude-agent"}
         personas["claude"] = {
-            "provider": "claude", "model": "claude-sonnet-4-5", "description": "Claude Code (Agent SDK)",
+            "provider": "claude",
+            "model": "claude-sonnet-4-5",
+            "description": "Claude Code (Agent SDK)",
         }
     data = {"providers": providers, "personas": personas, "default_persona": "echo"}
     return settings_from_dict(data, env=env, source="built-in default config")
