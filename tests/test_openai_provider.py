@@ -237,7 +237,7 @@ def test_upstream_errors_map(proxy, fake_upstream, reply, exc, status, code):
         assert err.body["message"] == "Invalid 'messages[0]': bad"
     [row] = proxy.rows()
     assert row["status"] == "error" and row["http_status"] == status
-    assert row["error_type"] == (code or "invalid_request_error")
+    assert row["error_type"] == err.type and row["error_code"] == code
 
 
 def test_stream_error_before_first_byte_is_http_error(proxy, fake_upstream):
