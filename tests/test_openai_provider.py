@@ -285,22 +285,52 @@ def test_in_stream_error_object_from_upstream(proxy, fake_upstream):
         )
 
 
-def test_idle_timeout_is_504_before_first_byte_and_in_band_after(proxy, fake_upstream):
+@pytest.fixture
+def quick_proxy(fake_upstream, start_proxy):
+    """A proxy whose upstream gives up fast: 0.3 s to the first event, 0.6 s between events."""
+    return start_proxy(
+        {
+            "providers": {
+                "oa": {
+                    "type": "openai",
+                    "api_key": "k",
+                    "base_url": fake_upstream.url + "/v1",
+                    "timeout": {"connect": 1, "first_byte": 0.3, "idle": 0.6},
+                }
+            },
+            "personas": {"writer": {"provider": "oa", "model": "m"}},
+        }
+    )
+
+
+def _stream(proxy) -> list:
+    return list(
+        client(proxy).chat.completions.create(
+            model="writer", messages=[{"role": "user", "content": "q"}], stream=True
+        )
+    )
+
+
+def test_silence_before_first_event_is_504(quick_proxy, fake_upstream):
     fake_upstream.reply(Reply(events=stream_reply(["a"]).events, stall_after=0))
     with pytest.raises(openai.APIStatusError) as info:
-        list(
-            client(proxy).chat.completions.create(
-                model="writer", messages=[{"role": "user", "content": "q"}], stream=True
-            )
-        )
-    assert info.value.status_code == 504
+        _stream(quick_proxy)
+    assert info.value.status_code == 504 and info.value.code == "upstream_timeout"
+    [row] = quick_proxy.rows()
+    assert row["http_status"] == 504 and row["error_type"] == "timeout_error"
+
+
+def test_silence_mid_stream_is_an_in_band_timeout(quick_proxy, fake_upstream):
     fake_upstream.reply(Reply(events=stream_reply(["a", "b"]).events, stall_after=2))
     with pytest.raises(openai.APIError, match="did not answer in time"):
-        list(
-            client(proxy).chat.completions.create(
-                model="writer", messages=[{"role": "user", "content": "q"}], stream=True
-            )
-        )
+        _stream(quick_proxy)
+
+
+def test_slow_but_steady_stream_is_not_a_timeout(quick_proxy, fake_upstream):
+    # Each gap (0.2 s) is under the idle limit although the whole stream takes longer than it.
+    fake_upstream.reply(Reply(events=stream_reply(["a", "b", "c", "d"]).events, event_delay=0.2))
+    chunks = _stream(quick_proxy)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "abcd"
 
 
 def test_unreachable_upstream_is_503(start_proxy):
