@@ -42,16 +42,17 @@ def map_usage(raw: Any) -> Usage | None:
 
 
 def translate_response(body: Any, *, meta: ResponseMeta) -> tuple[JSONDict, Usage | None]:
-    """The upstream completion with the proxy's id; its usage."""
+    """The upstream completion with the proxy's id and timestamp; its usage."""
     if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
         raise UpstreamFormatError("expected a chat.completion object with 'choices'")
     body["id"] = meta.completion_id
+    body["created"] = meta.created
     body.setdefault("model", meta.model)
     return body, map_usage(body.get("usage"))
 
 
 class OpenAIStreamTranslator:
-    """Relays upstream chunks, re-stamped with the proxy's id, minus the usage."""
+    """Relays upstream chunks, re-stamped with the proxy's id and timestamp, minus the usage."""
 
     __slots__ = ("meta", "keep_usage_key", "usage", "finish_reason", "model", "complete")
 
@@ -74,7 +75,10 @@ class OpenAIStreamTranslator:
         choices = event.get("choices")
         if not choices:
             return []  # the upstream's usage chunk: the proxy sends its own
+        # The proxy's id and timestamp on every chunk: the usage chunk the proxy adds itself
+        # must agree with the relayed ones (clients and curl users see one id, one created).
         event["id"] = self.meta.completion_id
+        event["created"] = self.meta.created
         if event.get("model"):
             self.model = event["model"]
         if self.keep_usage_key:
