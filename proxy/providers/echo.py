@@ -18,50 +18,9 @@ import orjson
 from proxy.errors import InvalidRequest
 from proxy.providers.base import Call, ChunkStream, Completion, Provider
 from translators.base import ChunkFactory, Usage, completion, text_of
+from translators.json_example import example_for
 
 _WORDS = re.compile(r"\s*\S+|\s+$")
-_MAX_DEPTH = 8
-
-
-def example_for(schema: Any, defs: dict[str, Any] | None = None, depth: int = 0) -> Any:
-    """A small value that satisfies ``schema``'s types, enums and required fields."""
-    if not isinstance(schema, dict) or depth > _MAX_DEPTH:
-        return None
-    defs = (
-        defs if defs is not None else {**schema.get("$defs", {}), **schema.get("definitions", {})}
-    )
-    if "$ref" in schema:
-        return example_for(defs.get(schema["$ref"].rsplit("/", 1)[-1]), defs, depth + 1)
-    if "const" in schema:
-        return schema["const"]
-    if schema.get("enum"):
-        return schema["enum"][0]
-    if "default" in schema:
-        return schema["default"]
-    for key in ("anyOf", "oneOf", "allOf"):
-        if schema.get(key):
-            options = [s for s in schema[key] if s.get("type") != "null"] or schema[key]
-            return example_for(options[0], defs, depth + 1)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind == "object" or (kind is None and "properties" in schema):
-        props = schema.get("properties", {})
-        return {
-            name: example_for(props.get(name, {}), defs, depth + 1)
-            for name in schema.get("required", [])
-        }
-    if kind == "array":
-        count = schema.get("minItems", 0)
-        return [example_for(schema.get("items", {}), defs, depth + 1) for _ in range(count)]
-    if kind == "string":
-        return "echo" if schema.get("minLength", 0) <= 4 else "e" * schema["minLength"]
-    if kind in ("integer", "number"):
-        low = schema.get("minimum", schema.get("exclusiveMinimum", -1) + 1)
-        return int(low) if kind == "integer" else float(low)
-    if kind == "boolean":
-        return False
-    return None
 
 
 def _words(text: str) -> int:
