@@ -6,6 +6,7 @@ Errors name the file, the key path and what is wrong, for example
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -290,15 +291,17 @@ def load_settings(path: str | Path | None, *, env: Mapping[str, str] | None = No
 
 
 def claude_cli_available(env: Mapping[str, str]) -> bool:
-    """Whether a Claude Code CLI can be found (on PATH, or bundled with the Agent SDK)."""
+    """Whether the ``claude-agent`` provider can run here: the Agent SDK is installed (the
+    ``claude-agent`` extra) and a Claude Code CLI is on PATH or bundled with the SDK.
+
+    Looks the SDK up without importing it, which would cost startup time for nothing.
+    """
+    spec = importlib.util.find_spec("claude_agent_sdk")
+    if spec is None or spec.origin is None:
+        return False
     if shutil.which("claude", path=env.get("PATH")):
         return True
-    try:
-        import claude_agent_sdk  # noqa: PLC0415 (optional dependency)
-    except ImportError:
-        return False
-    bundled = Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
-    return bundled.exists()
+    return (Path(spec.origin).parent / "_bundled" / "claude").exists()
 
 
 def default_settings(env: Mapping[str, str]) -> Settings:

@@ -75,7 +75,8 @@ def _sdk() -> Any:
         import claude_agent_sdk  # noqa: PLC0415
     except ImportError as exc:
         raise UpstreamError(
-            "the claude-agent provider needs the Claude Agent SDK: pip install claude-agent-sdk",
+            "the claude-agent provider needs the Claude Agent SDK: "
+            "pip install 'persona-proxy[claude-agent]'",
             code="claude_sdk_missing",
         ) from exc
     return claude_agent_sdk
