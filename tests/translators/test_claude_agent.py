@@ -15,15 +15,14 @@ from translators.base import ResponseMeta, TranslationError, UpstreamFormatError
 sdk = pytest.importorskip("claude_agent_sdk")
 from claude_agent_sdk._internal.message_parser import parse_message  # noqa: E402
 
-CAPTURES = Path(__file__).resolve().parents[3] / "shared" / "reference" / "claude-cli-transcripts"
+# Real Claude Code CLI 2.1.330 captures (from shared/reference/claude-cli-transcripts/).
+CAPTURES = Path(__file__).resolve().parents[1] / "fixtures" / "claude_cli"
 META = ResponseMeta("chatcmpl-test", 1700000000, "claude-configured")
 
 
 def capture(name: str) -> list[Any]:
     """The SDK messages the CLI sent in a capture, parsed as the SDK parses them."""
     path = CAPTURES / name
-    if not path.exists():
-        pytest.skip(f"capture {name} not available")
     # The captures' tool server was named "caller"; the provider's is tr.TOOL_SERVER.
     text = path.read_text().replace("mcp__caller__", tr.TOOL_PREFIX)
     frames = []
