@@ -129,10 +129,10 @@ def create_app(settings: Settings) -> web.Application:
     """Build the aiohttp application for ``settings``."""
     from proxy import handlers  # noqa: PLC0415 (handlers import the keys defined above)
 
-    app = web.Application(
-        client_max_size=settings.server.max_body_bytes,
-        middlewares=[error_middleware, make_auth_middleware(settings)],
-    )
+    middlewares = [error_middleware]
+    if settings.server.api_keys:  # without client keys, one middleware layer less per request
+        middlewares.append(make_auth_middleware(settings))
+    app = web.Application(client_max_size=settings.server.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_usage_ctx)
     app.cleanup_ctx.append(_providers_ctx)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -11,7 +12,7 @@ import sys
 
 from aiohttp import web
 
-from proxy.app import create_app
+from proxy.app import USAGE_WRITER, create_app
 from proxy.config import Settings
 
 log = logging.getLogger("proxy")
@@ -26,10 +27,44 @@ def _event_loop_policy() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+SETTLE = web.AppKey("settle", asyncio.Task)
+SETTLE_AFTER = 0.5  # seconds after startup
+
+
+async def _settle(app: web.Application) -> None:
+    """Once the process has loaded what it keeps for life (modules, config, the pricing tables,
+    loaded off the event loop), move it out of the garbage collector's sight: a full collection
+    then walks only what requests allocate (milliseconds instead of 20-30 ms pauses every few
+    seconds under load), and pre-forked workers stop touching the shared pages."""
+    await asyncio.sleep(SETTLE_AFTER)  # not while the server is still binding its socket
+    writer = app.get(USAGE_WRITER)
+    if writer is not None:
+        try:
+            await writer.warm()
+        except Exception:  # pricing is best effort; the first row will try again
+            log.exception("loading the pricing tables failed")
+    gc.collect()
+    gc.freeze()
+
+
+async def _start_settling(app: web.Application) -> None:
+    app[SETTLE] = asyncio.create_task(_settle(app), name="settle")
+
+
+async def _stop_settling(app: web.Application) -> None:
+    task = app.get(SETTLE)
+    if task is not None and not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool) -> None:
     _event_loop_policy()
+    app = create_app(settings)
+    app.on_startup.append(_start_settling)
+    app.on_cleanup.append(_stop_settling)
     web.run_app(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         reuse_port=reuse_port,

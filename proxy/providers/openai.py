@@ -38,8 +38,14 @@ class OpenAIProvider(Provider):
             self._static_headers["OpenAI-Organization"] = config.organization
         if config.project:
             self._static_headers["OpenAI-Project"] = config.project
+        # A key in the config never changes: build those headers once, not per request.
+        self._fixed_headers: dict[str, str] | None = None
+        if config.api_key is not None and config.api_key.get_secret_value():
+            self._fixed_headers = self._headers()
 
     def _headers(self) -> dict[str, str]:
+        if self._fixed_headers is not None:
+            return self._fixed_headers
         headers = dict(self._static_headers)
         try:
             headers["Authorization"] = f"Bearer {self.api_key()}"
