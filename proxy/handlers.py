@@ -25,6 +25,7 @@ from proxy.errors import (
     PersonaRequired,
     ProxyError,
 )
+from proxy.observe import request_finished
 from proxy.providers.base import Call, Completion
 from proxy.streaming import stream_chat
 from proxy.usage.store import UsageRecord
@@ -198,7 +199,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return json_error(exc, headers=headers)
     finally:
         rec.latency_ms = (time.perf_counter() - started) * 1000
-        app[USAGE_WRITER].record(rec)
+        request_finished(app, rec)
 
 
 def _model_object(name: str, persona: Persona, settings: Settings) -> dict[str, Any]:
