@@ -128,7 +128,7 @@ def upstream_status_error(
     retry_after: str | None = None,
     upstream_type: str | None = None,
 ) -> ProxyError:
-    """Map an upstream HTTP error status to our error, per DESIGN.md's table.
+    """Map an upstream HTTP error status to our error, per the error table (docs/design.md, Errors).
 
     Args:
         provider: The provider's name in the config (for the operator reading the message).

@@ -47,8 +47,8 @@ def setup_routes(app: web.Application) -> None:
 def resolve_persona(
     settings: Settings, header_value: str | None, model: str | None
 ) -> tuple[str, Persona]:
-    """DESIGN.md's order: the header wins; else ``model`` when it names a persona; else the
-    default persona."""
+    """The documented order (docs/design.md): the header wins; else ``model`` when it names a
+    persona; else the default persona."""
     personas = settings.personas
     if header_value is not None:
         persona = personas.get(header_value)

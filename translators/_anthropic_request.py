@@ -1,4 +1,5 @@
-"""OpenAI chat-completions request -> Anthropic Messages request (wire-formats.md 4.1-4.7, 4.10).
+"""OpenAI chat-completions request -> Anthropic Messages request
+(docs/wire-formats.md 4.1-4.7, 4.10).
 
 Private half of :mod:`translators.anthropic`, which re-exports :func:`translate_request`. Split
 out only to keep each module readable; nothing here is imported from anywhere else.
@@ -29,8 +30,8 @@ HANDLED_PARAMS = frozenset(
     }
 )  # fmt: skip
 
-#: Known OpenAI knobs with no Anthropic equivalent, dropped without error (wire-formats 4.1).
-#: Listed for documentation; unknown keys are dropped the same way.
+#: Known OpenAI knobs with no Anthropic equivalent, dropped without error
+#: (docs/wire-formats.md 4.1). Listed for documentation; unknown keys are dropped the same way.
 IGNORED_PARAMS = frozenset(
     {
         "seed", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs",
@@ -57,7 +58,7 @@ THINKING_BUDGETS: dict[str, int] = {
     "max": 32000,
 }
 
-#: Adaptive models: reasoning_effort -> output_config.effort (wire-formats 4.1).
+#: Adaptive models: reasoning_effort -> output_config.effort (docs/wire-formats.md 4.1).
 ADAPTIVE_EFFORTS: dict[str, str] = {
     "minimal": "low",
     "low": "low",
@@ -248,7 +249,8 @@ def _assistant_text_blocks(msg: JSONDict, *, param: str) -> list[JSONDict]:
     if isinstance(content, list):
         for j, part in enumerate(content):
             kind = part.get("type")
-            # Refusal parts were the model's own words: replay them as text (wire-formats 4.2.3).
+            # Refusal parts were the model's own words: replay them as text
+            # (docs/wire-formats.md 4.2.3).
             if kind not in ("text", "refusal"):
                 raise TranslationError(
                     f"content part type {kind!r} is not allowed in assistant messages",
@@ -311,7 +313,8 @@ _LEADING = {"user": ("tool_result",), "assistant": ("thinking", "redacted_thinki
 
 
 class _MessageBuilder:
-    """Walks the OpenAI messages once and builds ``system`` and ``messages`` (wire-formats 4.2)."""
+    """Walks the OpenAI messages once and builds ``system`` and ``messages``
+    (docs/wire-formats.md 4.2)."""
 
     def __init__(self, thinking_lookup: ThinkingLookup | None) -> None:
         self.system: list[JSONDict] = []
@@ -363,7 +366,8 @@ class _MessageBuilder:
             first_id = tool_calls[0].get("id")
             if isinstance(first_id, str) and (found := self._lookup(first_id)):
                 blocks += [dict(b) for b in found]
-        # reasoning_content without a signature cannot be replayed (wire-formats 4.14): ignored.
+        # reasoning_content without a signature cannot be replayed (docs/wire-formats.md 4.14):
+        # ignored.
         blocks += _assistant_text_blocks(msg, param=param)
         for j, call in enumerate(tool_calls):
             p = f"{param}.tool_calls[{j}]"
@@ -422,7 +426,7 @@ class _MessageBuilder:
 
     def _append(self, role: str, blocks: list[JSONDict]) -> None:
         if not blocks:
-            return  # empty messages are rejected by Anthropic (wire-formats 4.2.6)
+            return  # empty messages are rejected by Anthropic (docs/wire-formats.md 4.2.6)
         last = self.messages[-1] if self.messages else None
         if last is None or last.role != role:
             self.messages.append(_Message(role, blocks))
@@ -438,7 +442,7 @@ class _MessageBuilder:
     def finish(self) -> tuple[list[JSONDict], list[JSONDict]]:
         """``(system blocks, messages)`` ready for the body."""
         if not self.messages:
-            # Only system text (peers.md 7): Anthropic needs one message, so the last system
+            # Only system text (docs/peers.md 7): Anthropic needs one message, so the last system
             # block (the client's own; the persona's comes first) becomes the user turn.
             if not self.system:
                 raise TranslationError("the request has no non-empty messages", param="messages")
@@ -592,7 +596,7 @@ def translate_request(
     )
     system, messages = builder.finish()
     if json_mode:
-        # No native JSON mode (wire-formats 4.6): ask for it after every other instruction.
+        # No native JSON mode (docs/wire-formats.md 4.6): ask for it after every other instruction.
         # Added after finish() so it can never be mistaken for a system-only request's prompt.
         system.append({"type": "text", "text": JSON_OBJECT_INSTRUCTION})
 
@@ -620,7 +624,7 @@ def translate_request(
         out["tools"] = tools
     if tool_choice is not None:
         if thinking_on and tool_choice["type"] in ("any", "tool"):
-            # Thinking rejects forced tool use (wire-formats 4.5). Keeping the thinking the
+            # Thinking rejects forced tool use (docs/wire-formats.md 4.5). Keeping the thinking the
             # client asked for and letting the model choose is the smaller loss.
             tool_choice = {k: v for k, v in tool_choice.items() if k != "name"} | {"type": "auto"}
         out["tool_choice"] = tool_choice

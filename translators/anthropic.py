@@ -1,4 +1,4 @@
-"""OpenAI chat completions <-> Anthropic Messages API (wire-formats.md sections 2 and 4).
+"""OpenAI chat completions <-> Anthropic Messages API (docs/wire-formats.md sections 2 and 4).
 
 Pure: no I/O, no clock, no ids. The adapter ``proxy/providers/anthropic.py`` does the HTTP, the
 error events and the thinking-block cache; this module only maps shapes.
@@ -88,7 +88,8 @@ __all__ = [
     "translate_response",
 ]
 
-#: Anthropic ``stop_reason`` -> OpenAI ``finish_reason`` (wire-formats 4.8); others -> ``stop``.
+#: Anthropic ``stop_reason`` -> OpenAI ``finish_reason`` (docs/wire-formats.md 4.8);
+#: others -> ``stop``.
 FINISH_REASONS: dict[str, FinishReason] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -114,7 +115,7 @@ def _int(value: Any) -> int:
 
 
 def map_usage(raw: JSONDict) -> Usage:
-    """Anthropic ``usage`` -> :class:`Usage` with OpenAI meanings (wire-formats 4.9).
+    """Anthropic ``usage`` -> :class:`Usage` with OpenAI meanings (docs/wire-formats.md 4.9).
 
     Anthropic's ``input_tokens`` excludes cache reads and writes; OpenAI's ``prompt_tokens``
     includes them. ``output_tokens`` already includes thinking. ``raw`` is kept as given.
@@ -156,7 +157,7 @@ def _finished_thinking(block: JSONDict) -> JSONDict | None:
 
 
 def _refusal(stop_reason: Any, stop_details: Any) -> str | None:
-    """Anthropic's explanation of a refusal, for ``message.refusal`` (wire-formats 4.8)."""
+    """Anthropic's explanation of a refusal, for ``message.refusal`` (docs/wire-formats.md 4.8)."""
     if stop_reason == "refusal" and isinstance(stop_details, dict):
         explanation = stop_details.get("explanation")
         if isinstance(explanation, str) and explanation:
@@ -175,7 +176,7 @@ def _expect_dict(value: Any, what: str) -> JSONDict:
 
 
 def translate_response(body: JSONDict, *, meta: ResponseMeta) -> tuple[JSONDict, Usage]:
-    """An Anthropic ``Message`` -> ``(chat.completion dict, usage)`` (wire-formats 4.11).
+    """An Anthropic ``Message`` -> ``(chat.completion dict, usage)`` (docs/wire-formats.md 4.11).
 
     Raises:
         UpstreamFormatError: ``body`` is not a Message.
@@ -206,7 +207,8 @@ def translate_response(body: JSONDict, *, meta: ResponseMeta) -> tuple[JSONDict,
     stop_reason = body.get("stop_reason")
     message: JSONDict = {
         "role": "assistant",
-        # OpenAI sends null content beside tool calls, "" for an empty answer (wire-formats 4.14).
+        # OpenAI sends null content beside tool calls, "" for an empty answer
+        # (docs/wire-formats.md 4.14).
         "content": text if text or not tool_calls else None,
         "refusal": _refusal(stop_reason, body.get("stop_details")),
     }
@@ -244,7 +246,7 @@ class _Block:
 
 
 class AnthropicStreamTranslator:
-    """Anthropic SSE events -> OpenAI chunks for one response (wire-formats 4.12).
+    """Anthropic SSE events -> OpenAI chunks for one response (docs/wire-formats.md 4.12).
 
     Feed each event's parsed ``data``; the chunks returned are ready to encode. The proxy adds
     the ``include_usage`` chunk and ``[DONE]``, and handles ``error`` events before they get
@@ -402,7 +404,7 @@ class AnthropicStreamTranslator:
     def _merge_usage(self, usage: Any) -> None:
         if not isinstance(usage, dict):
             return
-        # Replace, never add: message_delta counts are cumulative (wire-formats 2.6, 4.9).
+        # Replace, never add: message_delta counts are cumulative (docs/wire-formats.md 2.6, 4.9).
         self._raw_usage = {**self._raw_usage, **{k: v for k, v in usage.items() if v is not None}}
         self.usage = map_usage(self._raw_usage)
 

@@ -62,7 +62,7 @@ class Usage:
     """Token counts with OpenAI semantics, plus what the provider itself reported.
 
     ``prompt_tokens`` includes cached and cache-write tokens; ``completion_tokens`` includes
-    reasoning tokens (OpenAI's meaning, wire-formats.md 4.9).
+    reasoning tokens (OpenAI's meaning, docs/wire-formats.md 4.9).
     """
 
     prompt_tokens: int = 0

@@ -1,4 +1,4 @@
-"""OpenAI chat completions <-> the Claude Agent SDK (reference/claude-agent-sdk.md).
+"""OpenAI chat completions <-> the Claude Agent SDK (docs/claude-agent-sdk.md).
 
 Pure: no I/O, no clock, no ids, and no import of ``claude_agent_sdk`` (an optional extra). SDK
 message objects are recognised by their class name and read by attribute, so tests can build

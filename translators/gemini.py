@@ -1,4 +1,4 @@
-"""OpenAI chat completions <-> Gemini ``generateContent`` (wire-formats.md sections 3 and 4).
+"""OpenAI chat completions <-> Gemini ``generateContent`` (docs/wire-formats.md sections 3 and 4).
 
 Pure: no I/O, no clock, no randomness. One translator serves the Gemini Developer API and Vertex
 AI, whose bodies are the same; ``proxy/providers/gemini.py`` does the HTTP, the credentials, the
@@ -93,7 +93,7 @@ __all__ = [
     "translate_response_calls",
 ]
 
-#: Gemini ``finishReason`` -> OpenAI ``finish_reason`` (wire-formats.md 4.8). ``STOP`` becomes
+#: Gemini ``finishReason`` -> OpenAI ``finish_reason`` (docs/wire-formats.md 4.8). ``STOP`` becomes
 #: ``tool_calls`` when the candidate called functions; unknown reasons -> ``stop``.
 FINISH_REASONS: dict[str, FinishReason] = {
     "STOP": "stop",
@@ -160,7 +160,7 @@ def synthesize_call_id(completion_id: str, choice: int, index: int) -> str:
 def finish_reason(reason: Any, *, called: bool) -> FinishReason:
     """The OpenAI ``finish_reason`` for a Gemini ``finishReason``."""
     mapped = FINISH_REASONS.get(reason, "stop") if isinstance(reason, str) else "stop"
-    # Gemini says STOP after function calls; OpenAI clients loop on "tool_calls" (peers.md 3).
+    # Gemini says STOP after function calls; OpenAI clients loop on "tool_calls" (docs/peers.md 3).
     return "tool_calls" if mapped == "stop" and called and reason == "STOP" else mapped
 
 
@@ -169,7 +169,7 @@ def _int(value: Any) -> int:
 
 
 def map_usage(raw: Any) -> Usage:
-    """Gemini ``usageMetadata`` -> :class:`Usage` with OpenAI meanings (wire-formats.md 4.9).
+    """Gemini ``usageMetadata`` -> :class:`Usage` with OpenAI meanings (docs/wire-formats.md 4.9).
 
     ``promptTokenCount`` already includes cached tokens; tool-use prompt tokens are prompt too.
     ``candidatesTokenCount`` excludes thoughts, which OpenAI counts inside completion tokens.
@@ -250,7 +250,7 @@ class _Candidate:
             "type": "function",
             "function": {
                 "name": fc.get("name") or "",
-                # Calls arrive whole; argument-less calls get "{}" (peers.md 1).
+                # Calls arrive whole; argument-less calls get "{}" (docs/peers.md 1).
                 "arguments": orjson.dumps(fc.get("args") or {}).decode(),
             },
         }
@@ -353,16 +353,16 @@ def _choice(index: int, message: JSONDict, reason: FinishReason) -> JSONDict:
 
 
 class GeminiStreamTranslator:
-    """Gemini ``alt=sse`` events -> OpenAI chunks for one response (wire-formats.md 4.12).
+    """Gemini ``alt=sse`` events -> OpenAI chunks for one response (docs/wire-formats.md 4.12).
 
     Feed each event's parsed ``data`` (a ``GenerateContentResponse`` increment); the chunks
     returned are ready to encode. The provider handles ``{"error": ...}`` events before they
     get here; the proxy adds the ``include_usage`` chunk and ``[DONE]``.
 
     Every chunk carries the proxy's completion id, even though Gemini may send no response id
-    (peers.md 14). Tool calls arrive whole, so each is one delta with ``id``, ``type``, name,
+    (docs/peers.md 14). Tool calls arrive whole, so each is one delta with ``id``, ``type``, name,
     the complete arguments and its signature; ``index`` counts the calls of the choice from 0
-    across events (peers.md 1 and 4).
+    across events (docs/peers.md 1 and 4).
 
     Attributes:
         model: Gemini's ``modelVersion`` from the first event that names one (else the
@@ -421,7 +421,7 @@ class GeminiStreamTranslator:
 
         Raises:
             UpstreamFormatError: The stream ended before Gemini said it had finished; a
-                truncated answer must not pass for a complete one (peers.md 13).
+                truncated answer must not pass for a complete one (docs/peers.md 13).
         """
         if not self.complete:
             raise UpstreamFormatError("the stream ended before Gemini sent a finishReason")

@@ -1,4 +1,4 @@
-"""OpenAI chat-completions request -> Gemini ``generateContent`` body (wire-formats.md 3.2, 4).
+"""OpenAI chat-completions request -> Gemini ``generateContent`` body (docs/wire-formats.md 3.2, 4).
 
 Pure. Re-exported by :mod:`translators.gemini`, whose docstring lists what is mapped, refused and
 dropped.
@@ -18,7 +18,7 @@ from translators.gemini_schema import SchemaBudget, clean_parameters, clean_sche
 
 #: What Gemini 3 accepts in place of a thought signature for function calls it did not produce
 #: (history from another model, or a client that dropped the signature and a proxy that forgot
-#: it). wire-formats.md 3.6 and 4.10.
+#: it). docs/wire-formats.md 3.6 and 4.10.
 SIGNATURE_SENTINEL = "skip_thought_signature_validator"
 
 #: ``reasoning_effort`` -> Gemini 3 ``thinkingLevel``. Gemini 3 cannot switch thinking off, so
@@ -81,7 +81,7 @@ IGNORED_PARAMS = frozenset(
     }
 )
 
-# Function names Gemini accepts (wire-formats.md 3.2.2).
+# Function names Gemini accepts (docs/wire-formats.md 3.2.2).
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
 _GEMINI_MAJOR = re.compile(r"gemini-(\d+)")
 _MIME_BY_EXTENSION = {
@@ -203,7 +203,7 @@ class _ContentBuilder:
         self._flush_results()
         if not self.contents and self.system:
             # Gemini needs at least one content: a request of system text alone is asked as
-            # the user's turn rather than failing (peers.md item 7).
+            # the user's turn rather than failing (docs/peers.md item 7).
             self.contents.append({"role": "user", "parts": self.system})
             return self.contents, []
         if not self.contents:
@@ -212,7 +212,7 @@ class _ContentBuilder:
 
     def _append(self, role: str, parts: list[JSONDict]) -> None:
         if not parts:
-            return  # Gemini rejects empty contents (wire-formats.md 3.2.1)
+            return  # Gemini rejects empty contents (docs/wire-formats.md 3.2.1)
         if self.contents and self.contents[-1]["role"] == role:
             # Consecutive same-role turns are merged: Gemini wants user and model to alternate.
             self.contents[-1]["parts"].extend(parts)
@@ -303,7 +303,7 @@ class _ContentBuilder:
 def _response_object(text: str) -> JSONDict:
     """A tool's output as ``functionResponse.response``, which must be a JSON object: a JSON
     object result is passed as it is, anything else as ``{"output": text}`` (Gemini's own
-    convention, wire-formats.md 3.2.1)."""
+    convention, docs/wire-formats.md 3.2.1)."""
     if text.lstrip().startswith("{"):
         try:
             value = orjson.loads(text)
@@ -489,7 +489,7 @@ def _function_calling(body: JSONDict, declarations: list[JSONDict]) -> JSONDict 
             name = (tool.get("function") or {}).get("name") if isinstance(tool, dict) else None
             _check_known(name, known, f"tool_choice.allowed_tools.tools[{k}]")
             names.append(name)
-        # VALIDATED: call or answer, calls restricted to the list (wire-formats.md 4.5).
+        # VALIDATED: call or answer, calls restricted to the list (docs/wire-formats.md 4.5).
         mode = "ANY" if allowed.get("mode") == "required" else "VALIDATED"
         return {"mode": mode, "allowedFunctionNames": names}
     raise TranslationError(
@@ -583,7 +583,7 @@ def _thinking(effort: Any, model: str) -> JSONDict | None:
     else:
         config = {"thinkingLevel": THINKING_LEVELS[effort]}
     if effort != "none":
-        # The thinking text comes back as reasoning_content (DESIGN.md).
+        # The thinking text comes back as reasoning_content (docs/design.md).
         config["includeThoughts"] = True
     return config
 

@@ -5,7 +5,7 @@ Gemini takes real JSON Schema in ``parametersJsonSchema`` (tools) and ``response
 ``description``, ``enum`` (strings and numbers), ``items``, ``prefixItems``, ``minItems``,
 ``maxItems``, ``minimum``, ``maximum``, ``anyOf``, ``oneOf``, ``properties``,
 ``additionalProperties``, ``required``, ``propertyOrdering`` and the ``$`` keywords
-(wire-formats.md 3.2.2). Peers either passed everything through (and got 400s on ``const``,
+(docs/wire-formats.md 3.2.2). Peers either passed everything through (and got 400s on ``const``,
 ``$schema``, ``uniqueItems``...) or "cleaned" by deleting keywords, which silently widened or even
 inverted constraints (``const`` became ``{"type": "object"}``). This module converts with three
 rules, in order of preference:
@@ -193,7 +193,7 @@ def clean_parameters(
     """A tool's ``parameters`` for ``parametersJsonSchema``; ``None`` when it takes none.
 
     Gemini function parameters must be an object schema. A function without parameters is sent
-    without the key at all (wire-formats.md 4.5).
+    without the key at all (docs/wire-formats.md 4.5).
     """
     if schema is None:
         return None
@@ -495,7 +495,7 @@ class _Converter:
     def _branches(self, schema: JSONDict, path: str, depth: int) -> list[JSONDict] | None:
         if "anyOf" in schema and "oneOf" in schema:
             raise self.fail(path, "'anyOf' together with 'oneOf' cannot be expressed for Gemini")
-        # Gemini reads oneOf as anyOf (wire-formats.md 3.2.2); send what it means.
+        # Gemini reads oneOf as anyOf (docs/wire-formats.md 3.2.2); send what it means.
         key = "anyOf" if "anyOf" in schema else "oneOf" if "oneOf" in schema else None
         if key is None:
             return None

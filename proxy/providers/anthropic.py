@@ -54,7 +54,8 @@ class AnthropicProvider(Provider):
         super().__init__(name, config, session)
         self.url = config.base_url.rstrip("/") + "/v1/messages"
         self.timeout = client_timeout(config.timeout)
-        # API version 2026-10-21 rejects temperature/top_p/top_k outright (wire-formats 0.2).
+        # API version 2026-10-21 rejects temperature/top_p/top_k outright
+        # (docs/wire-formats.md 0.2).
         self.sampling_params = config.anthropic_version == "2023-06-01"
         self._headers_base = {
             "Content-Type": "application/json",

@@ -10,7 +10,7 @@ Credentials through google-auth, and Vertex's own layout,
 The host is ``aiplatform.googleapis.com`` for ``global``, ``aiplatform.{loc}.rep.googleapis.com``
 for the ``us``/``eu`` multi-regions and ``{loc}-aiplatform.googleapis.com`` otherwise;
 ``base_url`` replaces it (tests point it at a fake). ``api_version`` defaults to ``v1beta1``,
-what google-genai itself uses for Vertex (wire-formats.md 0.2), so every field the translator
+what google-genai itself uses for Vertex (docs/wire-formats.md 0.2), so every field the translator
 sends (``parametersJsonSchema``, ``responseJsonSchema``, ``thinkingConfig``) is on the surface
 Google's own SDK exercises.
 
@@ -87,7 +87,7 @@ _HTTP_OF_STATUS = {
 }
 
 # ErrorInfo reasons that mean "the proxy's key is wrong", though Gemini answers them with 400
-# INVALID_ARGUMENT: the client can do nothing about it, so it is a 502 (DESIGN.md), not a 400.
+# INVALID_ARGUMENT: the client can do nothing about it, so it is a 502 (docs/design.md), not a 400.
 _CREDENTIAL_REASONS = frozenset(
     {
         "API_KEY_INVALID",
@@ -253,7 +253,7 @@ class GeminiProvider(Provider):
                 if isinstance(data, list) and len(data) == 1:
                     data = data[0]
                 if isinstance(data, dict) and "error" in data:
-                    # After the 200, Gemini reports failures in-band (wire-formats.md 3.4).
+                    # After the 200, Gemini reports failures in-band (docs/wire-formats.md 3.4).
                     raise gemini_error(self.name, data)
                 chunks = translator.feed(data)
                 # Totals first: the driver reads stream.model as soon as the first chunk arrives.
@@ -280,7 +280,7 @@ def gemini_error(
     """The proxy error for a Gemini error body ``{"error": {"code", "message", "status",
     "details"}}`` (raw bytes or parsed; also the one-element array form).
 
-    Statuses follow DESIGN.md through :func:`proxy.errors.upstream_status_error`, with Gemini's
+    Statuses follow docs/design.md through :func:`proxy.errors.upstream_status_error`, with Gemini's
     own twists: an invalid API key (400 ``API_KEY_INVALID``) is the proxy's credentials, a 502;
     ``RetryInfo.retryDelay`` becomes ``Retry-After`` when no header gave one.
     """
@@ -368,7 +368,7 @@ def _seconds(delay: Any) -> str | None:
 
 
 def vertex_host(location: str) -> str:
-    """The Vertex AI endpoint for a location (wire-formats.md 3.1)."""
+    """The Vertex AI endpoint for a location (docs/wire-formats.md 3.1)."""
     if location == "global":
         return "https://aiplatform.googleapis.com"
     if location in ("us", "eu"):

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class UsageRecord:
-    """One row of the ``requests`` table (column meanings in DESIGN.md)."""
+    """One row of the ``requests`` table (column meanings in docs/design.md)."""
 
     id: str
     created_at: str

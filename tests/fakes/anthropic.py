@@ -67,7 +67,7 @@ def anthropic_error(
 ) -> Reply:
     """An Anthropic error response, e.g. ``(529, "overloaded_error", "Overloaded")``.
 
-    Body as in wire-formats.md 2.7: ``{"type": "error", "error": {"type", "message"},
+    Body as in docs/wire-formats.md 2.7: ``{"type": "error", "error": {"type", "message"},
     "request_id"}``. Pass ``headers={"retry-after": "3"}`` for rate limits.
     """
     body = {

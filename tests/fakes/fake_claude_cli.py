@@ -1,5 +1,5 @@
 """A fake Claude Code CLI speaking the SDK's stream-json protocol, modelled on the real CLI
-2.1.330 captures in ``shared/reference/claude-cli-transcripts/``.
+2.1.330 captures in ``tests/fixtures/claude_cli/``.
 
 Run it through a wrapper (:func:`tests.fakes.claude_cli.write_fake_cli`) pointed to by the
 provider's ``cli_path``. Stdlib only. Behaviour comes from the environment (the provider passes

@@ -2,8 +2,8 @@
 
 Fixtures live in ``tests/fixtures/gemini/`` as pairs: ``NAME.json`` (the non-streaming
 ``GenerateContentResponse``) and ``NAME.sse`` (the same answer as ``:streamGenerateContent?alt=sse``
-sends it: ``data:`` lines only, CRLF line ends, no ``[DONE]``; wire-formats.md 3.4). Names are in
-:data:`FIXTURE_NAMES`.
+sends it: ``data:`` lines only, CRLF line ends, no ``[DONE]``; docs/wire-formats.md 3.4). Names
+are in :data:`FIXTURE_NAMES`.
 
 Builders for hand-made answers (:func:`text_response`, :func:`call_part`, :func:`response`) and
 errors in Gemini's shape (:func:`gemini_error`, :func:`rate_limited`, :func:`bad_api_key`).
@@ -136,7 +136,7 @@ def text_response(text: str, **kw: Any) -> dict[str, Any]:
 def error_body(
     code: int, status: str, message: str, details: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
-    """Gemini's error body (wire-formats.md 3.5)."""
+    """Gemini's error body (docs/wire-formats.md 3.5)."""
     err: dict[str, Any] = {"code": code, "message": message, "status": status}
     if details is not None:
         err["details"] = details

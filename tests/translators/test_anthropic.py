@@ -1,5 +1,5 @@
 """translators.anthropic: request mapping, response mapping, stream mapping, and stream/non-stream
-parity over the recorded transcripts in tests/fixtures/anthropic (wire-formats.md 2, 4)."""
+parity over the recorded transcripts in tests/fixtures/anthropic (docs/wire-formats.md 2, 4)."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def error_of(body: dict[str, Any], **kw: Any) -> TranslationError:
 
 
 def test_worked_example_a() -> None:
-    """wire-formats 4.15 A, except that `system` is a list of blocks (one per message)."""
+    """docs/wire-formats.md 4.15 A, except that `system` is a list of blocks (one per message)."""
     body = {
         "model": "claude-x",
         "max_tokens": 512,

@@ -15,7 +15,7 @@ from translators.base import ResponseMeta, TranslationError, UpstreamFormatError
 sdk = pytest.importorskip("claude_agent_sdk")
 from claude_agent_sdk._internal.message_parser import parse_message  # noqa: E402
 
-# Real Claude Code CLI 2.1.330 captures (from shared/reference/claude-cli-transcripts/).
+# Real Claude Code CLI 2.1.330 captures (kept in tests/fixtures/claude_cli/).
 CAPTURES = Path(__file__).resolve().parents[1] / "fixtures" / "claude_cli"
 META = ResponseMeta("chatcmpl-test", 1700000000, "claude-configured")
 

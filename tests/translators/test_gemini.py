@@ -1,5 +1,5 @@
 """translators.gemini: request mapping, response mapping, stream mapping, and stream/non-stream
-parity over the recorded-format transcripts in tests/fixtures/gemini (wire-formats.md 3, 4)."""
+parity over the recorded-format transcripts in tests/fixtures/gemini (docs/wire-formats.md 3, 4)."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def stream_all(
 # requests
 
 
-# wire-formats.md 4.15 example A's history, which example B translates for Gemini.
+# docs/wire-formats.md 4.15 example A's history, which example B translates for Gemini.
 EXAMPLE_B_IN = {
     "model": "claude-x",
     "max_tokens": 512,
@@ -931,7 +931,7 @@ def test_folded_stream_equals_non_stream(name: str) -> None:
     whole, usage = translate_response(load_response(name), meta=META)
     assert [normalized(c) for c in folded["choices"]] == [normalized(c) for c in whole["choices"]]
     assert folded["id"] == whole["id"] and folded["model"] == whole["model"]
-    # Usage is identical in both forms (peers.md 2).
+    # Usage is identical in both forms (docs/peers.md 2).
     assert tr.usage is not None and tr.usage.to_openai() == usage.to_openai()
     assert tr.finish_reason == whole["choices"][0]["finish_reason"]
 

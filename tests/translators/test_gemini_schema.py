@@ -22,7 +22,7 @@ from translators.gemini_schema import (
     clean_schema,
 )
 
-# What Gemini documents for JSON Schema (wire-formats.md 3.2.2), minus the $ keywords, which
+# What Gemini documents for JSON Schema (docs/wire-formats.md 3.2.2), minus the $ keywords, which
 # never survive inlining.
 SUBSET = {
     "type",
