@@ -25,6 +25,7 @@ from proxy.errors import (
     PersonaRequired,
     ProxyError,
 )
+from proxy.guards import checked_model
 from proxy.observe import request_finished
 from proxy.providers.base import Call, Completion
 from proxy.streaming import stream_chat
@@ -176,10 +177,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if rec.stream:
             return await stream_chat(request, provider, call, rec, headers, started)
         result: Completion = await provider.complete(call)
-        rec.model = result.model
+        rec.model = checked_model(result.model, provider.name)
         rec.finish_reason = result.finish_reason
         rec.add_usage(result.usage)
-        headers["x-upstream-model"] = result.model
+        headers["x-upstream-model"] = rec.model
         return web.Response(
             body=orjson.dumps(result.body), content_type="application/json", headers=headers
         )
@@ -189,9 +190,17 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if exc.status >= 500:
             log.warning("%s %s persona=%s: %s", completion_id, exc.status, rec.persona, exc.message)
         return json_error(exc, headers=headers)
-    except (asyncio.CancelledError, ConnectionResetError):
+    except asyncio.CancelledError:
         rec.status, rec.http_status = "cancelled", None
         raise
+    except ConnectionError:
+        if not client_gone(request):
+            raise
+        # A client going away is normal: one DEBUG line, no traceback (aiohttp logs an ERROR
+        # for an exception escaping a handler, so none escapes).
+        log.debug("%s: client went away", completion_id)
+        rec.status, rec.http_status = "cancelled", None
+        return web.Response(status=499)
     except Exception:
         log.exception("%s: internal error", completion_id)
         exc = ProxyError(f"The proxy hit an internal error (request {completion_id}); see its log.")
@@ -200,6 +209,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     finally:
         rec.latency_ms = (time.perf_counter() - started) * 1000
         request_finished(app, rec)
+
+
+def client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _model_object(name: str, persona: Persona, settings: Settings) -> dict[str, Any]:

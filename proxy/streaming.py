@@ -2,21 +2,41 @@
 
 The first chunk is read *before* the response is prepared, inside the error mapping, so any
 failure up to the first upstream event is an ordinary HTTP error with its status. After that the
-status is 200 and a failure becomes one ``data: {"error": ...}`` event, with no ``[DONE]``
-(``[DONE]`` means success).
+status is 200 and a failure, whatever raised it, becomes one ``data: {"error": ...}`` event and
+a clean end of the chunked body, with no ``[DONE]`` (``[DONE]`` means success). The handler
+never answers twice: nothing raised after ``prepare()`` leaves this function, except
+cancellation. A client that goes away mid-stream is normal: one DEBUG line, a ``cancelled`` row.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
 from proxy.errors import ProxyError, UpstreamError
+from proxy.guards import bad_response, checked_model, is_valid_model
 from proxy.providers.base import Call, Provider
 from proxy.sse import DONE, SSE_HEADERS, encode
 from proxy.usage.store import UsageRecord
 from translators.base import ChunkFactory
+
+log = logging.getLogger(__name__)
+
+
+async def next_chunk(chunks: AsyncIterator[dict[str, Any]], provider: str) -> dict[str, Any]:
+    """The provider's next chunk. A non-ProxyError from the provider here means its translator
+    choked on what the upstream sent (a non-object event, a wrong type): a 502, not a crash."""
+    try:
+        return await anext(chunks)
+    except (StopAsyncIteration, ProxyError):
+        raise
+    except Exception as exc:
+        log.warning("provider %s could not read an upstream event: %r", provider, exc)
+        raise bad_response(provider, f"an unexpected event ({type(exc).__name__})") from exc
 
 
 async def stream_chat(
@@ -31,33 +51,67 @@ async def stream_chat(
     async with provider.stream(call) as stream:
         chunks = aiter(stream)
         try:
-            first = await anext(chunks)
+            first = await next_chunk(chunks, provider.name)
         except StopAsyncIteration:
             raise UpstreamError(
                 f"upstream provider {provider.name!r} ended the stream without sending anything",
                 code="upstream_bad_response",
             ) from None
-        rec.model = stream.model
-        resp = web.StreamResponse(
-            headers={**SSE_HEADERS, **headers, "x-upstream-model": stream.model}
-        )
+        rec.model = checked_model(stream.model, provider.name)
+        resp = web.StreamResponse(headers={**SSE_HEADERS, **headers, "x-upstream-model": rec.model})
         await resp.prepare(request)
         rec.ttft_ms = (time.perf_counter() - started) * 1000
-        write = resp.write
+        failure: ProxyError | None = None
         try:
-            await write(encode(first))
-            async for chunk in chunks:
-                await write(encode(chunk))
-            if call.include_usage and stream.usage is not None:
-                await write(encode(ChunkFactory(call.meta, stream.model).usage_chunk(stream.usage)))
-            await write(DONE)
+            await _pump(resp, first, chunks, call, stream, provider.name)
         except ProxyError as exc:
-            # The status line is gone: tell the client in-band, and do not claim success.
-            rec.fail(exc)
-            await write(b"data: " + exc.body() + b"\n\n")
+            failure = exc
+        except ConnectionError:
+            return _client_gone(rec, resp)
+        except Exception:  # a bug of ours: still one in-band error and a clean end
+            log.exception("%s: internal error while streaming", rec.id)
+            failure = ProxyError(
+                f"The proxy hit an internal error (request {rec.id}); see its log."
+            )
         finally:
-            rec.model = stream.model
+            if is_valid_model(stream.model):
+                rec.model = stream.model
             rec.finish_reason = stream.finish_reason
             rec.add_usage(stream.usage)
-        await resp.write_eof()
+        try:
+            if failure is not None:
+                # The status line is gone: tell the client in-band, and do not claim success.
+                rec.fail(failure)
+                await resp.write(b"data: " + failure.body() + b"\n\n")
+            await resp.write_eof()
+        except ConnectionError:
+            return _client_gone(rec, resp)
         return resp
+
+
+async def _pump(
+    resp: web.StreamResponse,
+    first: dict[str, Any],
+    chunks: AsyncIterator[dict[str, Any]],
+    call: Call,
+    stream: Any,
+    provider: str,
+) -> None:
+    write = resp.write
+    await write(encode(first))
+    while True:
+        try:
+            chunk = await next_chunk(chunks, provider)
+        except StopAsyncIteration:
+            break
+        await write(encode(chunk))
+    if call.include_usage and stream.usage is not None:
+        await write(encode(ChunkFactory(call.meta, stream.model).usage_chunk(stream.usage)))
+    await write(DONE)
+
+
+def _client_gone(rec: UsageRecord, resp: web.StreamResponse) -> web.StreamResponse:
+    # A client closing its end mid-stream is ordinary (a user pressing stop), not an error.
+    log.debug("%s: client went away during the stream", rec.id)
+    rec.status, rec.http_status = "cancelled", None
+    return resp
