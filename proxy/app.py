@@ -80,6 +80,8 @@ def make_auth_middleware(settings: Settings) -> Callable[..., Awaitable[web.Stre
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
+        if not token and "x-api-key" in request.headers:  # the Anthropic SDK's way (/v1/messages)
+            scheme, token = "bearer", request.headers["x-api-key"]
         if scheme.lower() != "bearer" or not token:
             raise AuthenticationFailed(
                 "Missing API key. Send 'Authorization: Bearer <key>' with one of the proxy's "
@@ -129,7 +131,9 @@ def create_app(settings: Settings) -> web.Application:
     """Build the aiohttp application for ``settings``."""
     from proxy import handlers  # noqa: PLC0415 (handlers import the keys defined above)
 
-    middlewares = [error_middleware]
+    from proxy.doors.messages import messages_error_middleware  # noqa: PLC0415
+
+    middlewares = [messages_error_middleware, error_middleware]
     if settings.server.api_keys:  # without client keys, one middleware layer less per request
         middlewares.append(make_auth_middleware(settings))
     app = web.Application(client_max_size=settings.server.max_body_bytes, middlewares=middlewares)

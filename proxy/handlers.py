@@ -37,12 +37,15 @@ log = logging.getLogger(__name__)
 
 
 def setup_routes(app: web.Application) -> None:
+    from proxy.doors import setup_door_routes  # noqa: PLC0415 (the doors import this module)
+
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{id}", get_model)
     app.router.add_get("/health", health)
     app.router.add_get("/health/ready", ready)
+    setup_door_routes(app)
 
 
 def resolve_persona(

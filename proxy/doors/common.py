@@ -1,0 +1,142 @@
+"""What every front door shares: the usage record, persona resolution, the one internal call.
+
+The internal call (:func:`complete` and :func:`open_stream`) is the single place where a door
+reaches a provider; when the router lands it is the one line that changes, so retries,
+fallbacks and attempt rows apply to every door alike.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiohttp import web
+
+from proxy.app import CLIENT_NAME, PROVIDERS, SETTINGS, USAGE_WRITER
+from proxy.config import Persona
+from proxy.errors import UpstreamError
+from proxy.handlers import _now_iso, _read_json, resolve_persona
+from proxy.providers.base import Call, ChunkStream, Completion, Provider
+from proxy.usage.store import UsageRecord
+from translators.base import ResponseMeta
+
+__all__ = [
+    "Door",
+    "complete",
+    "open_stream",
+    "read_json",
+]
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body as JSON, within ``server.max_body_bytes``."""
+    return await _read_json(request, request.app[SETTINGS].server.max_body_bytes)
+
+
+class Door:
+    """One request through a front door: its usage record, headers and timing.
+
+    Attributes:
+        rec: The usage row (``api`` set to the door's name where the store has the column).
+        headers: Response headers every door sends (``x-request-id``, ``x-persona``,
+            ``x-provider``, ``x-upstream-model``).
+        started: ``perf_counter()`` at arrival.
+    """
+
+    __slots__ = ("app", "rec", "headers", "started", "name", "persona", "provider")
+
+    def __init__(self, request: web.Request, *, request_id: str, api: str) -> None:
+        self.app = request.app
+        self.started = time.perf_counter()
+        self.rec = UsageRecord(
+            id=request_id,
+            created_at=_now_iso(),
+            persona=None,
+            provider=None,
+            provider_type=None,
+            model=None,
+            stream=False,
+            client=request.get(CLIENT_NAME),
+        )
+        if hasattr(self.rec, "api"):  # the store's ``requests.api`` column (DESIGN.md)
+            self.rec.api = api  # type: ignore[attr-defined]
+        self.headers: dict[str, str] = {"x-request-id": request_id}
+        self.name = ""
+        self.persona: Persona | None = None
+        self.provider: Provider | None = None
+
+    def resolve(self, request: web.Request, model: Any) -> tuple[str, Persona, Provider]:
+        """Persona by header, else ``model``, else the default (as chat); fills the row."""
+        settings = self.app[SETTINGS]
+        name, persona = resolve_persona(
+            settings,
+            request.headers.get(settings.server.persona_header),
+            model if isinstance(model, str) else None,
+        )
+        provider = self.app[PROVIDERS][persona.provider]
+        self.name, self.persona, self.provider = name, persona, provider
+        self.rec.persona, self.rec.provider = name, provider.name
+        self.rec.provider_type, self.rec.model = provider.type, persona.model
+        self.headers["x-persona"] = name
+        self.headers["x-provider"] = provider.name
+        return name, persona, provider
+
+    def upstream_model(self, model: str) -> None:
+        self.rec.model = model
+        self.headers["x-upstream-model"] = model
+
+    def call(self, body: dict[str, Any], *, completion_id: str) -> Call:
+        """The internal chat :class:`Call` for an already translated chat body."""
+        assert self.persona is not None
+        return Call(
+            body=body,
+            persona_name=self.name,
+            persona=self.persona,
+            meta=ResponseMeta(completion_id, int(time.time()), self.persona.model),
+            include_usage=False,
+        )
+
+    def finish(self) -> None:
+        """Queue the usage row (from ``finally``: errors and cancellations are rows too)."""
+        self.rec.latency_ms = (time.perf_counter() - self.started) * 1000
+        self.app[USAGE_WRITER].record(self.rec)
+
+
+def apply_persona_chat(body: dict[str, Any], persona: Persona) -> dict[str, Any]:
+    """Persona params as defaults and its system text first, as chat does."""
+    from proxy.handlers import apply_persona  # noqa: PLC0415
+
+    return apply_persona(body, persona)
+
+
+async def complete(door: Door, call: Call) -> Completion:
+    """The one internal non-streamed call (the router's entry point once it lands)."""
+    assert door.provider is not None
+    result = await door.provider.complete(call)
+    door.upstream_model(result.model)
+    door.rec.finish_reason = result.finish_reason
+    door.rec.add_usage(result.usage)
+    return result
+
+
+@asynccontextmanager
+async def open_stream(door: Door, call: Call) -> AsyncIterator[tuple[ChunkStream, Any]]:
+    """The one internal streamed call, peeked: yields the stream and its first chunk, so a
+    failure before the first upstream event is an ordinary HTTP error."""
+    assert door.provider is not None
+    door.rec.stream = True
+    async with door.provider.stream(call) as stream:
+        chunks = aiter(stream)
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            raise UpstreamError(
+                f"upstream provider {door.provider.name!r} ended the stream without sending "
+                "anything",
+                code="upstream_bad_response",
+            ) from None
+        door.upstream_model(stream.model)
+        door.rec.ttft_ms = (time.perf_counter() - door.started) * 1000
+        yield stream, first

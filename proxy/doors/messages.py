@@ -1,0 +1,206 @@
+"""``POST /v1/messages`` and ``/v1/messages/count_tokens``: Anthropic's Messages API on every
+persona (DESIGN.md, "More front doors").
+
+On an ``anthropic`` persona the body passes through natively (proxy/doors/anthropic_native.py):
+``cache_control``, thinking signatures and fields the proxy does not know arrive untouched.
+Elsewhere the request becomes one internal chat call and the answer, streamed or not, comes
+back in Anthropic's shapes (translators/messages_door.py).
+
+Errors use Anthropic's envelope ``{"type": "error", "error": {"type", "message"}}`` with the
+statuses of DESIGN.md's table; an unavailable or overloaded upstream is ``overloaded_error``
+529, as Anthropic itself says it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from random import getrandbits
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from proxy.doors import anthropic_native
+from proxy.doors.common import Door, apply_persona_chat, complete, open_stream, read_json
+from proxy.errors import InvalidRequest, ProxyError
+from proxy.sse import SSE_HEADERS
+from translators import messages_door as tr
+from translators.base import TranslationError
+
+log = logging.getLogger(__name__)
+
+# DESIGN.md: errors on /v1/messages use Anthropic's types with the statuses of the table.
+_TYPE_OF_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", count_tokens)
+
+
+def anthropic_envelope(status: int, message: str) -> tuple[int, bytes]:
+    """Anthropic's error body and status for one of ours (503 becomes 529 overloaded)."""
+    kind = _TYPE_OF_STATUS.get(status, "api_error")
+    if kind == "overloaded_error":
+        status = 529
+    return status, orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+
+
+def error_response(exc: ProxyError, headers: dict[str, str]) -> web.Response:
+    status, body = anthropic_envelope(exc.status, exc.message)
+    return web.Response(
+        status=status,
+        body=body,
+        content_type="application/json",
+        headers={**exc.headers, **headers},
+    )
+
+
+@web.middleware
+async def messages_error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Errors raised outside the handler (client key, limits, unknown method) on
+    ``/v1/messages`` leave in Anthropic's envelope too. Only error answers are rewritten."""
+    resp = await handler(request)
+    if (
+        resp.status >= 400
+        and request.path.startswith("/v1/messages")
+        and isinstance(resp, web.Response)
+        and resp.content_type == "application/json"
+        and isinstance(resp.body, bytes)
+    ):
+        try:
+            data = orjson.loads(resp.body)
+        except orjson.JSONDecodeError:
+            return resp
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict) and data.get("type") != "error":
+            status, body = anthropic_envelope(resp.status, str(err.get("message") or ""))
+            resp.set_status(status)
+            resp.body = body
+    return resp
+
+
+def _validate(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("messages: Field required (a non-empty list).", param="messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+            raise InvalidRequest(
+                f"messages.{i}.role: Input should be 'user' or 'assistant'",
+                param=f"messages[{i}].role",
+            )
+    max_tokens = body.get("max_tokens")
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
+        raise InvalidRequest("max_tokens: Input should be a valid integer", param="max_tokens")
+    return body
+
+
+def _chat_body(body: dict[str, Any], door: Door) -> dict[str, Any]:
+    try:
+        chat = tr.chat_request(body)
+    except TranslationError as exc:
+        raise InvalidRequest(exc.message, param=exc.param) from None
+    assert door.persona is not None
+    return apply_persona_chat(chat, door.persona)
+
+
+def _sse(name: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    message_id = f"msg_{getrandbits(96):024x}"
+    door = Door(request, request_id=message_id, api="messages")
+    try:
+        body = _validate(await read_json(request))
+        door.rec.stream = bool(body.get("stream"))
+        _, _, provider = door.resolve(request, body.get("model"))
+        if provider.type == "anthropic":
+            return await anthropic_native.forward(request, door, body)
+        call = door.call(_chat_body(body, door), completion_id=message_id)
+        if door.rec.stream:
+            return await _stream(request, door, call, message_id)
+        result = await complete(door, call)
+        answer = tr.message_from_completion(result.body, message_id=message_id, usage=result.usage)
+        return web.Response(
+            body=orjson.dumps(answer), content_type="application/json", headers=door.headers
+        )
+    except ProxyError as exc:
+        door.rec.fail(exc, http_status=exc.status)
+        if exc.status >= 500:
+            log.warning("%s %s persona=%s: %s", message_id, exc.status, door.name, exc.message)
+        return error_response(exc, door.headers)
+    except (asyncio.CancelledError, ConnectionResetError):
+        door.rec.status, door.rec.http_status = "cancelled", None
+        raise
+    except Exception:
+        log.exception("%s: internal error", message_id)
+        exc = ProxyError(f"The proxy hit an internal error (request {message_id}); see its log.")
+        door.rec.fail(exc, http_status=500)
+        return error_response(exc, door.headers)
+    finally:
+        door.finish()
+
+
+async def _stream(
+    request: web.Request, door: Door, call: Any, message_id: str
+) -> web.StreamResponse:
+    async with open_stream(door, call) as (stream, first):
+        events = tr.MessagesStream(message_id, stream.model)
+        resp = web.StreamResponse(headers={**SSE_HEADERS, **door.headers})
+        await resp.prepare(request)
+        write = resp.write
+        try:
+            for name, data in events.feed(first):
+                await write(_sse(name, data))
+            async for chunk in stream:
+                for name, data in events.feed(chunk):
+                    await write(_sse(name, data))
+            door.rec.usage_json = None
+            for name, data in events.finish(stream.usage, stream.finish_reason):
+                await write(_sse(name, data))
+        except ProxyError as exc:
+            # After the status line: Anthropic's in-band ``error`` event, and no message_stop.
+            door.rec.fail(exc)
+            _, payload = anthropic_envelope(exc.status, exc.message)
+            await write(b"event: error\ndata: " + payload + b"\n\n")
+        finally:
+            door.rec.finish_reason = stream.finish_reason
+            door.rec.add_usage(stream.usage)
+            door.upstream_model(stream.model)
+        await resp.write_eof()
+        return resp
+
+
+async def count_tokens(request: web.Request) -> web.StreamResponse:
+    """Anthropic's own counter on an ``anthropic`` persona; elsewhere an estimate (about four
+    characters of the request's JSON per token, https://docs.anthropic.com/en/docs/build-with-claude/token-counting
+    says counts are estimates anyway)."""
+    door = Door(request, request_id=f"msg_{getrandbits(96):024x}", api="messages")
+    try:
+        body = _validate(await read_json(request))
+        _, persona, provider = door.resolve(request, body.get("model"))
+        if provider.type == "anthropic":
+            return await anthropic_native.count_tokens(door, body)
+        chat = _chat_body(body, door)
+        size = len(orjson.dumps([chat["messages"], chat.get("tools") or []]))
+        door.upstream_model(persona.model)
+        return web.json_response(
+            {"input_tokens": max(1, math.ceil(size / 4))}, headers=door.headers
+        )
+    except ProxyError as exc:
+        return error_response(exc, door.headers)

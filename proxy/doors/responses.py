@@ -1,0 +1,7 @@
+"""placeholder"""
+
+from aiohttp import web
+
+
+def setup_routes(app: web.Application) -> None:
+    pass
