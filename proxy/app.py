@@ -130,7 +130,6 @@ async def _providers_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     """Build the aiohttp application for ``settings``."""
     from proxy import handlers  # noqa: PLC0415 (handlers import the keys defined above)
-
     from proxy.doors.messages import messages_error_middleware  # noqa: PLC0415
 
     middlewares = [messages_error_middleware, error_middleware]

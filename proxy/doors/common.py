@@ -14,10 +14,11 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.app import CLIENT_NAME, PROVIDERS, SETTINGS, USAGE_WRITER
+from proxy.app import CLIENT_NAME, PROVIDERS, SETTINGS
 from proxy.config import Persona
 from proxy.errors import UpstreamError
 from proxy.handlers import _now_iso, _read_json, resolve_persona
+from proxy.observe import request_finished
 from proxy.providers.base import Call, ChunkStream, Completion, Provider
 from proxy.usage.store import UsageRecord
 from translators.base import ResponseMeta
@@ -101,7 +102,7 @@ class Door:
     def finish(self) -> None:
         """Queue the usage row (from ``finally``: errors and cancellations are rows too)."""
         self.rec.latency_ms = (time.perf_counter() - self.started) * 1000
-        self.app[USAGE_WRITER].record(self.rec)
+        request_finished(self.app, self.rec)
 
 
 def apply_persona_chat(body: dict[str, Any], persona: Persona) -> dict[str, Any]:
