@@ -18,6 +18,8 @@ from proxy.config import Settings
 from proxy.errors import AuthenticationFailed, PayloadTooLarge, ProxyError
 from proxy.providers import build_provider
 from proxy.providers.base import Provider
+from proxy.usage.db import DATABASE
+from proxy.usage.service import open_usage
 from proxy.usage.store import UsageWriter
 
 log = logging.getLogger(__name__)
@@ -98,11 +100,11 @@ def make_auth_middleware(settings: Settings) -> Callable[..., Awaitable[web.Stre
 
 
 async def _usage_ctx(app: web.Application) -> AsyncIterator[None]:
-    writer = UsageWriter(app[SETTINGS].usage.database)
-    await writer.start()
-    app[USAGE_WRITER] = writer
-    yield
-    await writer.close()
+    usage = app[SETTINGS].usage
+    async with open_usage(usage.database, retention_days=usage.retention_days) as (db, writer):
+        app[DATABASE] = db
+        app[USAGE_WRITER] = writer
+        yield
 
 
 async def _providers_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -156,10 +156,15 @@ class ServerConfig(_Strict):
     api_keys: list[SecretStr] = Field(default_factory=list)
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
     persona_header: str = "X-Persona"
+    # SIGTERM: how long in-flight requests and streams may run on before the process exits
+    # (keep the Helm chart's terminationGracePeriodSeconds above it).
+    shutdown_grace_seconds: float = Field(25.0, ge=0)
 
 
 class UsageConfig(_Strict):
+    # A file path (SQLite) or a postgresql:// URL (DESIGN.md, "Scale-out").
     database: str = "./persona-proxy.db"
+    retention_days: float | None = Field(None, gt=0)  # None: keep every row
 
 
 class Settings(_Strict):

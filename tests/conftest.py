@@ -107,3 +107,12 @@ def start_proxy(bg_loop: BackgroundLoop, tmp_path: Path) -> Iterator[Callable[..
     yield start
     for runner in runners:
         bg_loop.run(runner.cleanup())
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (dropped afterwards); see tests/pgdb.py."""
+    from tests.pgdb import scratch_database  # noqa: PLC0415
+
+    with scratch_database() as url:
+        yield url

@@ -1,13 +1,20 @@
-"""``persona-proxy usage``: aggregates of the usage store."""
+"""``persona-proxy usage``: aggregates of the usage store (SQLite or PostgreSQL).
+
+The query layer (:func:`fetch_grouped`, :func:`aggregate_rows`, :func:`aggregate_db`) works on
+an open :class:`~proxy.usage.db.Database`, so ``/admin/usage`` (inside the server, on the app's
+handle) and the CLI (which opens the store read-only for one query) share it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from proxy.usage.db import Database, is_postgres, open_database
 
 _RELATIVE = re.compile(r"^(\d+)([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -45,21 +52,49 @@ def _percentile(values: list[float], q: float) -> float | None:
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
+async def fetch_grouped(db: Database, *, since: str, by: str) -> list[dict[str, Any]]:
+    """The request rows since ``since`` with their group key as ``grp``."""
+    key = _GROUPS[by]
+    return await db.fetch(
+        f"SELECT {key} AS grp, status, prompt_tokens, completion_tokens, cached_tokens, "  # noqa: S608
+        "reasoning_tokens, cost_usd, latency_ms FROM requests "
+        "WHERE created_at >= ? ORDER BY grp",
+        parse_since(since),
+    )
+
+
+async def aggregate_db(db: Database, *, since: str, by: str) -> list[dict[str, Any]]:
+    return aggregate_rows(await fetch_grouped(db, since=since, by=by), by=by)
+
+
 def aggregate(database: str | Path, *, since: str, by: str) -> list[dict[str, Any]]:
     """One dict per group: requests, errors, tokens, cost, p50/p95 latency."""
-    if not Path(database).exists():
+    if not is_postgres(database) and not Path(database).exists():
         return []
-    key = _GROUPS[by]
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-        rows = db.execute(
-            f"SELECT {key} AS grp, status, prompt_tokens, completion_tokens, cached_tokens, "  # noqa: S608
-            "reasoning_tokens, cost_usd, latency_ms FROM requests "
-            "WHERE created_at >= ? ORDER BY grp",
-            (parse_since(since),),
-        ).fetchall()
+
+    async def run() -> list[dict[str, Any]]:
+        db = await open_database(database, readonly=True)
+        try:
+            return await aggregate_db(db, since=since, by=by)
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
+def aggregate_rows(rows: list[dict[str, Any]], *, by: str) -> list[dict[str, Any]]:
+    """Fold request rows (as :func:`fetch_grouped` returns them) into one dict per group."""
     groups: dict[str, dict[str, Any]] = {}
     latencies: dict[str, list[float]] = {}
-    for grp, status, p, c, cached, reasoning, cost, latency in rows:
+    for row in rows:
+        grp, status, p, c = (
+            row["grp"],
+            row["status"],
+            row["prompt_tokens"],
+            row["completion_tokens"],
+        )
+        cached, reasoning, cost = row["cached_tokens"], row["reasoning_tokens"], row["cost_usd"]
+        latency = row["latency_ms"]
         grp = grp or "(none)"
         g = groups.setdefault(
             grp,

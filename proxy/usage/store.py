@@ -1,14 +1,19 @@
-"""SQLite usage store: named migrations and one background writer.
+"""The usage record and its batched background writer (SQLite or PostgreSQL).
 
 Handlers never touch the database. They build a :class:`UsageRecord` and hand it to
 :meth:`UsageWriter.record` synchronously (from a ``finally``, so errors and cancelled requests
-are recorded too); one task drains the queue in batches and writes them on a dedicated thread,
-so neither SQLite nor pricing ever blocks the event loop.
+are recorded too); one task drains the queue in batches. Pricing and the clamping of absurd
+values run on a helper thread (pricing must never block the event loop); the rows then go to
+the :class:`~proxy.usage.db.Database` as one multi-row upsert per slice of ``WRITE_SLICE`` rows
+(with the request's ``attempts`` rows in the same transaction).
 
 The writer lets a batch gather for up to ``BATCH_WINDOW`` seconds after its first row: under
-load that is one thread hop and one transaction per few hundred rows instead of per row, and
-the writer thread, which shares the GIL with the event loop, wakes rarely. ``flush()`` and
-``close()`` cut the wait short.
+load that is one thread hop and a few statements per few hundred rows instead of per row.
+``flush()`` and ``close()`` cut the wait short.
+
+One bad record never costs another its row (issue 9, item 1): values are clamped to what any
+backend can bind, pricing is best effort per row, and a slice that fails anyway is written
+again row by row, so only the row that cannot be stored is lost, and logged.
 """
 
 from __future__ import annotations
@@ -18,21 +23,34 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import operator
-import sqlite3
-import time
-from collections.abc import Callable
+import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from proxy.errors import ProxyError
+from proxy.usage.db import Database, open_database
 from proxy.usage.pricing import price_usd, warm_pricing
 from translators.base import Usage
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    """One row of the ``attempts`` table: one upstream try or skip of a request."""
+
+    n: int
+    persona: str | None
+    provider: str | None
+    model: str | None
+    outcome: str  # ok | failed | skipped
+    http_status: int | None = None  # the upstream's status; None for timeouts, errors, skips
+    error_code: str | None = None
+    latency_ms: float | None = None
 
 
 @dataclass(slots=True)
@@ -64,6 +82,9 @@ class UsageRecord:
     cache_write_tokens: int | None = None
     error_message: str | None = None
     error_code: str | None = None
+    served_persona: str | None = None  # the persona that answered (after fallbacks)
+    api: str = "chat"  # the front door: chat | responses | messages | embeddings
+    attempt_rows: list[AttemptRecord] = field(default_factory=list)  # -> table attempts
 
     def add_usage(self, usage: Usage | None) -> None:
         """Copy token counts (and a provider-reported cost) from a translator's usage."""
@@ -78,7 +99,10 @@ class UsageRecord:
         if usage.reported_cost_usd is not None:
             self.cost_usd = usage.reported_cost_usd
         if usage.raw is not None:
-            self.usage_json = orjson.dumps(usage.raw).decode()
+            try:
+                self.usage_json = orjson.dumps(usage.raw).decode()[:MAX_TEXT]
+            except (TypeError, orjson.JSONEncodeError):  # e.g. an integer beyond 64 bits
+                self.usage_json = None
 
     def fail(self, exc: ProxyError, *, http_status: int | None = None) -> None:
         """Mark the row as failed with what the client was told."""
@@ -90,160 +114,232 @@ class UsageRecord:
             self.http_status = http_status
 
 
-def _m001_requests(db: sqlite3.Connection) -> None:
-    db.execute(
-        """
-        CREATE TABLE requests (
-            id TEXT PRIMARY KEY,
-            created_at TEXT NOT NULL,
-            persona TEXT,
-            provider TEXT,
-            model TEXT,
-            stream INTEGER NOT NULL,
-            status TEXT NOT NULL,
-            http_status INTEGER,
-            error_type TEXT,
-            finish_reason TEXT,
-            prompt_tokens INTEGER,
-            completion_tokens INTEGER,
-            total_tokens INTEGER,
-            cached_tokens INTEGER,
-            reasoning_tokens INTEGER,
-            cost_usd REAL,
-            latency_ms REAL,
-            ttft_ms REAL,
-            attempts INTEGER,
-            client TEXT,
-            usage_json TEXT
-        )
-        """
-    )
-    db.execute("CREATE INDEX requests_created_at ON requests (created_at)")
+# --------------------------------------------------------------------------------------------
+# Rows: clamped to what both backends bind (64-bit integers, finite floats, UTF-8 text)
+
+MAX_TOKENS = 10**12  # far above any real request; sums of millions of rows stay in 64 bits
+MAX_COST = 1e9
+MAX_TEXT = 64 * 1024
+
+_COLUMNS = [f.name for f in dataclasses.fields(UsageRecord) if f.name != "attempt_rows"]
+_ATTEMPT_COLUMNS = [f.name for f in dataclasses.fields(AttemptRecord)]
+_INT_COLUMNS = {
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "cache_write_tokens",
+    "attempts",
+    "http_status",
+}
+_FLOAT_COLUMNS = {"cost_usd", "latency_ms", "ttft_ms"}
 
 
-def _m002_error_detail(db: sqlite3.Connection) -> None:
-    # What the operator needs at 3 a.m.: the message the client got, cache-write tokens
-    # (priced differently from reads), and the provider type for re-pricing later.
-    db.execute("ALTER TABLE requests ADD COLUMN error_message TEXT")
-    db.execute("ALTER TABLE requests ADD COLUMN cache_write_tokens INTEGER")
-    db.execute("ALTER TABLE requests ADD COLUMN provider_type TEXT")
+def _int(value: Any, hi: int = MAX_TOKENS) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int:
+        if isinstance(value, float) and math.isfinite(value):
+            value = int(value)
+        elif isinstance(value, int):  # bool
+            value = int(value)
+        else:
+            return None
+    return hi if value > hi else 0 if value < 0 else value
 
 
-def _m003_error_code(db: sqlite3.Connection) -> None:
-    # error_type holds the envelope's type (timeout_error); the code (upstream_timeout) is finer.
-    db.execute("ALTER TABLE requests ADD COLUMN error_code TEXT")
+def _float(value: Any, hi: float = MAX_COST) -> float | None:
+    if value is None:
+        return None
+    if type(value) is not float:
+        if not isinstance(value, int | float):
+            return None
+        value = float(value)
+    if not math.isfinite(value) or value < 0:
+        return None
+    return min(value, hi)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    _m001_requests,
-    _m002_error_detail,
-    _m003_error_code,
-]
-
-_COLUMNS = [f.name for f in dataclasses.fields(UsageRecord)]
-_row = operator.attrgetter(*_COLUMNS)  # a flat tuple; dataclasses.astuple deep-copies
-_INSERT = (
-    f"INSERT OR REPLACE INTO requests ({', '.join(_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
-)
-
-
-@functools.lru_cache(maxsize=64)
-def _insert_rows(n: int) -> str:
-    """One INSERT of ``n`` rows. One statement, one ``sqlite3_step``: the writer thread gives
-    the GIL away (and must wait to get it back from a busy event loop) once per slice instead
-    of once per row, which under full load is the difference between keeping up and not."""
-    one = f"({', '.join('?' for _ in _COLUMNS)})"
-    return _INSERT.partition(" VALUES ")[0] + " VALUES " + ", ".join([one] * n)
-
-
-def connect(path: str | Path) -> sqlite3.Connection:
-    """Open the store, in WAL mode so several writer processes and readers can share it."""
-    if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-    # Switching a new database to WAL takes an exclusive lock and SQLite does not wait for it
-    # (no busy handler): when several workers open a fresh store at once, all but one get
-    # "database is locked". Retry for as long as the connection's own timeout.
-    deadline = time.monotonic() + 30
-    while True:
+def _text(value: Any) -> str | None:
+    if value is None or (type(value) is str and len(value) <= MAX_TEXT):
+        return value
+    if not isinstance(value, str):  # a `model` that is a list, a number...
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            break
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                db.close()
-                raise
-            time.sleep(0.01)
-    db.execute("PRAGMA synchronous=NORMAL")
-    return db
+            value = orjson.dumps(value, default=repr).decode()
+        except (TypeError, orjson.JSONEncodeError):
+            value = repr(value)
+    return value[:MAX_TEXT]
 
 
-def migrate(db: sqlite3.Connection) -> list[str]:
-    """Apply the migrations not yet applied, in order; returns their names."""
-    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
-    applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
-    done = []
-    for migration in MIGRATIONS:
-        name = migration.__name__.lstrip("_")
-        if name in applied:
-            continue
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            # Another worker process may have applied it between our read and our lock.
-            if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
-                db.execute("ROLLBACK")
-                continue
-            migration(db)
-            db.execute(
-                "INSERT INTO _migrations VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))", (name,)
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        done.append(name)
-    return done
+def _scrub(value: Any) -> Any:
+    # Last resort for the row-by-row retry: PostgreSQL refuses NUL in text, and neither
+    # backend stores lone surrogates.
+    if isinstance(value, str):
+        return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def clamp(rec: UsageRecord) -> None:
+    """Make every field of ``rec`` storable (in place): absurd numbers are clamped, values
+    of the wrong type become text or NULL."""
+    for name in _INT_COLUMNS:
+        value = getattr(rec, name)
+        if value is not None and (type(value) is not int or not 0 <= value <= MAX_TOKENS):
+            setattr(rec, name, _int(value))
+    for name in _FLOAT_COLUMNS:
+        value = getattr(rec, name)
+        if value is not None and (type(value) is not float or not 0 <= value <= MAX_COST):
+            setattr(rec, name, _float(value))
+    for name in ("id", "created_at", "persona", "provider", "provider_type", "model", "status"):
+        setattr(rec, name, _text(getattr(rec, name)))
+    for name in ("error_type", "finish_reason", "client", "usage_json", "error_message"):
+        setattr(rec, name, _text(getattr(rec, name)))
+    for name in ("error_code", "served_persona", "api"):
+        setattr(rec, name, _text(getattr(rec, name)))
+    rec.stream = bool(rec.stream)
+    if rec.id is None:
+        rec.id = ""
+    if rec.created_at is None:
+        rec.created_at = ""
+    if not isinstance(rec.attempt_rows, list):
+        rec.attempt_rows = []
+
+
+_priced_errors: set[str] = set()
 
 
 def _fill_cost(rec: UsageRecord) -> None:
+    """Best effort, per row: a pricing failure leaves this row's cost NULL and nothing else."""
     if rec.cost_usd is not None or rec.prompt_tokens is None or not rec.provider_type:
         return
-    rec.cost_usd = price_usd(
-        provider_type=rec.provider_type,
-        model=rec.model or "",
-        prompt_tokens=rec.prompt_tokens or 0,
-        completion_tokens=rec.completion_tokens or 0,
-        cached_tokens=rec.cached_tokens or 0,
-        cache_write_tokens=rec.cache_write_tokens or 0,
+    try:
+        rec.cost_usd = _float(
+            price_usd(
+                provider_type=rec.provider_type,
+                model=rec.model or "",
+                prompt_tokens=rec.prompt_tokens or 0,
+                completion_tokens=rec.completion_tokens or 0,
+                cached_tokens=rec.cached_tokens or 0,
+                cache_write_tokens=rec.cache_write_tokens or 0,
+            )
+        )
+    except Exception:
+        key = f"{rec.provider_type}/{rec.model}"
+        if key not in _priced_errors:  # once per model, not once per row
+            _priced_errors.add(key)
+            log.exception("pricing %s failed; cost_usd left NULL", key)
+
+
+def _request_row(rec: UsageRecord) -> tuple[Any, ...]:
+    row = [getattr(rec, c) for c in _COLUMNS]
+    row[_COLUMNS.index("stream")] = int(rec.stream)
+    return tuple(row)
+
+
+def _attempt_rows(rec: UsageRecord) -> list[tuple[Any, ...]]:
+    rows = []
+    for a in rec.attempt_rows:
+        rows.append(
+            (
+                rec.id,
+                _int(a.n),
+                _text(a.persona),
+                _text(a.provider),
+                _text(a.model),
+                _text(a.outcome) or "failed",
+                _int(a.http_status),
+                _text(a.error_code),
+                _float(a.latency_ms),
+            )
+        )
+    return rows
+
+
+Prepared = tuple[str, tuple[Any, ...], list[tuple[Any, ...]]]  # id, request row, attempt rows
+
+
+def prepare(batch: list[UsageRecord]) -> list[Prepared]:
+    """On the helper thread: clamp, price, and flatten each record."""
+    out: list[Prepared] = []
+    for rec in batch:
+        try:
+            clamp(rec)
+            _fill_cost(rec)
+            out.append((rec.id, _request_row(rec), _attempt_rows(rec)))
+        except Exception:  # a record that cannot even be flattened is the only one lost
+            log.exception("usage row %r could not be prepared; dropped", getattr(rec, "id", None))
+    return out
+
+
+def _upsert(table: str, columns: list[str], key: str, n: int) -> str:
+    one = f"({', '.join('?' for _ in columns)})"
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key.split(", "))
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * n)} "  # noqa: S608
+        f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
     )
+
+
+@functools.lru_cache(maxsize=64)
+def insert_requests(n: int) -> str:
+    """One upsert of ``n`` request rows: one statement, so one step on SQLite's thread and one
+    round trip to PostgreSQL (ON CONFLICT is the dialect both speak; SQLite >= 3.24)."""
+    return _upsert("requests", _COLUMNS, "id", n)
+
+
+@functools.lru_cache(maxsize=64)
+def insert_attempts(n: int) -> str:
+    return _upsert("attempts", ["request_id", *_ATTEMPT_COLUMNS], "request_id, n", n)
 
 
 BATCH_WINDOW = 0.05  # seconds a batch may gather before it is written
 WRITE_SLICE = 32  # rows per statement (and transaction)
-WRITE_PAUSE = 0.0002  # seconds the writer thread sleeps between slices
+
+
+async def write_rows(db: Database, rows: list[Prepared]) -> None:
+    """Write one slice in one transaction (all of it or none of it)."""
+    # An upsert may not touch one key twice in a statement (PostgreSQL refuses): last wins.
+    if len({r[0] for r in rows}) != len(rows):
+        rows = list({r[0]: r for r in rows}.values())
+    params = [v for _, row, _ in rows for v in row]
+    attempts = {(a[0], a[1]): a for _, _, arows in rows for a in arows}
+    if not attempts:
+        await db.execute(insert_requests(len(rows)), *params)  # autocommit: one statement
+        return
+    aparams = [v for a in attempts.values() for v in a]
+    async with db.transaction() as tx:
+        await tx.execute(insert_requests(len(rows)), *params)
+        await tx.execute(insert_attempts(len(attempts)), *aparams)
 
 
 class UsageWriter:
-    """Queue + one writer task + one thread that owns the SQLite connection."""
+    """Queue + one writer task; pricing on a helper thread; rows to a :class:`Database`."""
 
-    def __init__(self, path: str | Path, *, batch_window: float = BATCH_WINDOW) -> None:
-        self.path = path
+    def __init__(self, database: Database | str | Path, *, batch_window: float = BATCH_WINDOW):
+        self._own = not isinstance(database, Database)
+        self.path = database if self._own else database.url  # type: ignore[union-attr]
+        self.db: Database | None = None if self._own else database  # type: ignore[assignment]
         self.batch_window = batch_window
         self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue()
         self._urgent = asyncio.Event()  # set by flush(): write what is queued now
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-writer")
-        self._db: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
+        self.written = 0  # rows stored since start (tests and the shutdown log)
+        self.lost = 0  # rows that could not be stored
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._db = await loop.run_in_executor(self._executor, connect, self.path)
-        await loop.run_in_executor(self._executor, migrate, self._db)
+        """Open and migrate the store when the writer owns it (given a path or URL); a given
+        :class:`Database` is expected to be migrated by its opener."""
+        if self.db is None:
+            from proxy.usage.migrations import migrate  # noqa: PLC0415
+
+            self.db = await open_database(self.path)  # type: ignore[arg-type]
+            await migrate(self.db)
         self._task = asyncio.create_task(self._run(), name="usage-writer")
 
     async def warm(self) -> None:
-        """Load the pricing tables on the writer thread now rather than on the first row."""
+        """Load the pricing tables on the helper thread now rather than on the first row."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, warm_pricing)
 
@@ -257,28 +353,19 @@ class UsageWriter:
         await self._queue.join()
 
     async def writable(self) -> bool:
-        """Readiness: the writer is alive and the database takes a write lock right now."""
-        if self._db is None or self._task is None or self._task.done():
+        """Readiness: the writer is alive and the database takes a write right now."""
+        if self.db is None or self._task is None or self._task.done():
             return False
-        db = self._db
-
-        def probe() -> bool:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                db.execute("ROLLBACK")
-            except sqlite3.Error:
-                return False
-            return True
-
-        return await asyncio.get_running_loop().run_in_executor(self._executor, probe)
+        return await self.db.writable()
 
     async def close(self) -> None:
-        await self.flush()
+        if self._task is not None and not self._task.done():
+            await self.flush()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._db is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._db.close)
+        if self._own and self.db is not None:
+            await self.db.close()
         self._executor.shutdown(wait=True)
 
     async def _run(self) -> None:
@@ -292,30 +379,51 @@ class UsageWriter:
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                await loop.run_in_executor(self._executor, self._write, batch)
-            except Exception:  # a broken disk must not kill the writer; rows are logged instead
-                log.exception("could not write %d usage rows: %r", len(batch), batch)
+                rows = await loop.run_in_executor(self._executor, prepare, batch)
+                await self._write(rows)
+                self.lost += len(batch) - len(rows)
+            except Exception:  # nothing may kill the writer
+                log.exception("usage writer: %d rows not written", len(batch))
+                self.lost += len(batch)
             finally:
                 if self._queue.empty():
                     self._urgent.clear()
                 for _ in batch:
                     self._queue.task_done()
 
-    def _write(self, batch: list[UsageRecord]) -> None:
-        assert self._db is not None
-        # In slices, each its own transaction, with a pause between them: a worker pinned to
-        # one core shares it with this thread, and while the thread is runnable the event loop
-        # may wait for the scheduler; short slices keep that wait (a request's tail latency)
-        # to a fraction of a millisecond instead of the whole batch's few milliseconds.
-        # A backlog (the event loop saturating the core) is written without pauses.
-        pause = WRITE_PAUSE if len(batch) <= 8 * WRITE_SLICE else 0.0
-        for start in range(0, len(batch), WRITE_SLICE):
-            if start and pause:
-                time.sleep(pause)
-            part = batch[start : start + WRITE_SLICE]
-            params: list[object] = []
-            for rec in part:
-                _fill_cost(rec)
-                params.extend(_row(rec))
-            # A single statement is its own transaction (autocommit): all rows or none.
-            self._db.execute(_insert_rows(len(part)), params)
+    async def _write(self, rows: list[Prepared]) -> None:
+        assert self.db is not None
+        for start in range(0, len(rows), WRITE_SLICE):
+            part = rows[start : start + WRITE_SLICE]
+            try:
+                await write_rows(self.db, part)
+                self.written += len(part)
+            except Exception as exc:
+                log.warning(
+                    "usage: a slice of %d rows failed (%s); writing them one by one",
+                    len(part),
+                    type(exc).__name__,
+                )
+                for row in part:
+                    await self._write_one(row)
+
+    async def _write_one(self, row: Prepared) -> None:
+        assert self.db is not None
+        try:
+            await write_rows(self.db, [row])
+        except Exception:
+            # Scrubbed text (NUL, lone surrogates) is the one thing left to try.
+            rid, req, att = row
+            scrubbed = (rid, tuple(map(_scrub, req)), [tuple(map(_scrub, a)) for a in att])
+            try:
+                await write_rows(self.db, [scrubbed])
+            except Exception as exc:
+                self.lost += 1
+                log.error(
+                    "usage row %s could not be written: %s: %s",
+                    rid,
+                    type(exc).__name__,
+                    str(exc)[:300],
+                )
+                return
+        self.written += 1
