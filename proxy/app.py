@@ -108,9 +108,13 @@ async def _usage_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _providers_ctx(app: web.Application) -> AsyncIterator[None]:
+    from proxy.observe.tracing import upstream_trace_configs  # noqa: PLC0415 (imports app)
+
     settings = app[SETTINGS]
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
-    session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+    session = aiohttp.ClientSession(
+        connector=connector, auto_decompress=True, trace_configs=upstream_trace_configs(settings)
+    )
     app[HTTP_SESSION] = session
     providers: dict[str, Provider] = {}
     try:
@@ -133,6 +137,7 @@ def create_app(settings: Settings) -> web.Application:
     """Build the aiohttp application for ``settings``."""
     from proxy import handlers  # noqa: PLC0415 (handlers import the keys defined above)
     from proxy.doors.messages import messages_error_middleware  # noqa: PLC0415
+    from proxy.observe import setup_observe  # noqa: PLC0415
 
     middlewares = [messages_error_middleware, error_middleware]
     if settings.server.api_keys:  # without client keys, one middleware layer less per request
@@ -142,4 +147,5 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_usage_ctx)
     app.cleanup_ctx.append(_providers_ctx)
     handlers.setup_routes(app)
+    setup_observe(app)
     return app

@@ -159,6 +159,19 @@ class ServerConfig(_Strict):
     # SIGTERM: how long in-flight requests and streams may run on before the process exits
     # (keep the Helm chart's terminationGracePeriodSeconds above it).
     shutdown_grace_seconds: float = Field(25.0, ge=0)
+    # Observability (docs: README "Observability"): the admin key guards /admin/* and
+    # /dashboard (and /metrics with metrics_auth); access_log is text | json | off.
+    admin_key: SecretStr | None = None
+    metrics_auth: bool = False
+    access_log: Literal["text", "json", "off"] = "text"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _access_log_bool(cls, data: Any) -> Any:
+        # YAML reads a bare ``off`` as false (and ``on`` as true).
+        if isinstance(data, dict) and isinstance(data.get("access_log"), bool):
+            data = {**data, "access_log": "text" if data["access_log"] else "off"}
+        return data
 
 
 class UsageConfig(_Strict):
@@ -167,11 +180,23 @@ class UsageConfig(_Strict):
     retention_days: float | None = Field(None, gt=0)  # None: keep every row
 
 
+class TelemetryConfig(_Strict):
+    """Traces (OTLP over HTTP/protobuf) and metrics. ``otlp_endpoint`` is a base URL like
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` (``/v1/traces`` is appended); unset, traces are on only when
+    that variable is in the environment. ``metrics: false`` drops the per-request metrics work
+    and ``/metrics`` answers 404."""
+
+    otlp_endpoint: str | None = None
+    capture_content: bool = False
+    metrics: bool = True
+
+
 class Settings(_Strict):
     """The whole config file."""
 
     server: ServerConfig = Field(default_factory=ServerConfig)
     usage: UsageConfig = Field(default_factory=UsageConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     personas: dict[str, Persona] = Field(default_factory=dict)
     default_persona: str | None = None

@@ -26,7 +26,13 @@ from proxy.errors import (
     ProxyError,
 )
 from proxy.guards import checked_model
-from proxy.observe import request_finished
+from proxy.observe import (
+    attempt_end,
+    attempt_start,
+    capture_content,
+    request_finished,
+    request_started,
+)
 from proxy.providers.base import Call, Completion
 from proxy.streaming import stream_chat
 from proxy.usage.store import UsageRecord
@@ -155,6 +161,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         stream=False,
         client=request.get(CLIENT_NAME),
     )
+    request_started(request, rec, started)
     headers = {"x-request-id": completion_id}
     shift = 0
     try:
@@ -177,9 +184,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             meta=ResponseMeta(completion_id, int(time.time()), persona.model),
             include_usage=rec.stream and bool(opts.get("include_usage")),
         )
+        capture_content(messages=body["messages"])
         if rec.stream:
             return await stream_chat(request, provider, call, rec, headers, started)
-        result: Completion = await provider.complete(call)
+        attempt_start()
+        try:
+            result: Completion = await provider.complete(call)
+        finally:
+            attempt_end()
+        capture_content(output=result.body.get("choices"))
         rec.model = checked_model(result.model, provider.name)
         rec.finish_reason = result.finish_reason
         rec.add_usage(result.usage)

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from proxy.errors import ProxyError, UpstreamError
 from proxy.guards import bad_response, checked_model, is_valid_model
+from proxy.observe import attempt_end, attempt_start, stream_resume
 from proxy.providers.base import Call, Provider
 from proxy.sse import DONE, SSE_HEADERS, encode
 from proxy.usage.store import UsageRecord
@@ -48,6 +49,7 @@ async def stream_chat(
     started: float,
 ) -> web.StreamResponse:
     """Serve ``call`` as SSE; fills ``rec`` as it goes (the caller records it)."""
+    attempt_start()
     async with provider.stream(call) as stream:
         chunks = aiter(stream)
         try:
@@ -57,6 +59,8 @@ async def stream_chat(
                 f"upstream provider {provider.name!r} ended the stream without sending anything",
                 code="upstream_bad_response",
             ) from None
+        finally:
+            attempt_end()
         rec.model = checked_model(stream.model, provider.name)
         resp = web.StreamResponse(headers={**SSE_HEADERS, **headers, "x-upstream-model": rec.model})
         await resp.prepare(request)
@@ -74,6 +78,7 @@ async def stream_chat(
                 f"The proxy hit an internal error (request {rec.id}); see its log."
             )
         finally:
+            attempt_end()  # a no-op unless the stream failed mid-way
             if is_valid_model(stream.model):
                 rec.model = stream.model
             rec.finish_reason = stream.finish_reason
@@ -99,12 +104,14 @@ async def _pump(
 ) -> None:
     write = resp.write
     await write(encode(first))
+    stream_resume()
     while True:
         try:
             chunk = await next_chunk(chunks, provider)
         except StopAsyncIteration:
             break
         await write(encode(chunk))
+    attempt_end()
     if call.include_usage and stream.usage is not None:
         await write(encode(ChunkFactory(call.meta, stream.model).usage_chunk(stream.usage)))
     await write(DONE)
