@@ -18,7 +18,13 @@ from proxy.app import CLIENT_NAME, PROVIDERS, SETTINGS
 from proxy.config import Persona
 from proxy.errors import UpstreamError
 from proxy.handlers import _now_iso, _read_json, resolve_persona
-from proxy.observe import request_finished
+from proxy.observe import (
+    attempt_end,
+    attempt_start,
+    request_finished,
+    request_started,
+    stream_resume,
+)
 from proxy.providers.base import Call, ChunkStream, Completion, Provider
 from proxy.usage.store import UsageRecord
 from translators.base import ResponseMeta
@@ -63,6 +69,7 @@ class Door:
         )
         if hasattr(self.rec, "api"):  # the store's ``requests.api`` column (DESIGN.md)
             self.rec.api = api  # type: ignore[attr-defined]
+        request_started(request, self.rec, self.started)
         self.headers: dict[str, str] = {"x-request-id": request_id}
         self.name = ""
         self.persona: Persona | None = None
@@ -115,7 +122,11 @@ def apply_persona_chat(body: dict[str, Any], persona: Persona) -> dict[str, Any]
 async def complete(door: Door, call: Call) -> Completion:
     """The one internal non-streamed call (the router's entry point once it lands)."""
     assert door.provider is not None
-    result = await door.provider.complete(call)
+    attempt_start()
+    try:
+        result = await door.provider.complete(call)
+    finally:
+        attempt_end()
     door.upstream_model(result.model)
     door.rec.finish_reason = result.finish_reason
     door.rec.add_usage(result.usage)
@@ -128,6 +139,7 @@ async def open_stream(door: Door, call: Call) -> AsyncIterator[tuple[ChunkStream
     failure before the first upstream event is an ordinary HTTP error."""
     assert door.provider is not None
     door.rec.stream = True
+    attempt_start()
     async with door.provider.stream(call) as stream:
         chunks = aiter(stream)
         try:
@@ -138,6 +150,14 @@ async def open_stream(door: Door, call: Call) -> AsyncIterator[tuple[ChunkStream
                 "anything",
                 code="upstream_bad_response",
             ) from None
+        finally:
+            attempt_end()
         door.upstream_model(stream.model)
         door.rec.ttft_ms = (time.perf_counter() - door.started) * 1000
-        yield stream, first
+        # The door pumps the rest: counted as upstream time (the first chunk's own handling
+        # is thus left out of the overhead histogram on these doors).
+        stream_resume()
+        try:
+            yield stream, first
+        finally:
+            attempt_end()
