@@ -159,6 +159,8 @@ class ServerConfig(_Strict):
     # SIGTERM: how long in-flight requests and streams may run on before the process exits
     # (keep the Helm chart's terminationGracePeriodSeconds above it).
     shutdown_grace_seconds: float = Field(25.0, ge=0)
+    # Between readiness turning 503 and the listener closing (proxy/lifecycle.py).
+    shutdown_delay_seconds: float = Field(0.0, ge=0)
     # Observability (docs: README "Observability"): the admin key guards /admin/* and
     # /dashboard (and /metrics with metrics_auth); access_log is text | json | off.
     admin_key: SecretStr | None = None

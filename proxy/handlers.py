@@ -26,6 +26,7 @@ from proxy.errors import (
     ProxyError,
 )
 from proxy.guards import checked_model
+from proxy.lifecycle import is_draining
 from proxy.observe import (
     attempt_end,
     attempt_start,
@@ -274,6 +275,8 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     app = request.app
+    if is_draining(app):  # shutting down: the load balancer must stop sending here now
+        return web.json_response({"status": "draining"}, status=503)
     writer = app.get(USAGE_WRITER)
     checks = {
         "config": SETTINGS in app,

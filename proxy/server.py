@@ -14,6 +14,7 @@ from aiohttp import web
 
 from proxy.app import USAGE_WRITER, create_app
 from proxy.config import Settings
+from proxy.lifecycle import serve_until_signal
 
 log = logging.getLogger("proxy")
 
@@ -63,15 +64,18 @@ def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool) -> N
     app = create_app(settings)
     app.on_startup.append(_start_settling)
     app.on_cleanup.append(_stop_settling)
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        reuse_port=reuse_port,
-        handler_cancellation=True,  # a client that leaves cancels the upstream call
-        access_log=None,  # per-request logging costs more than the proxy's own work
-        print=None,
-        shutdown_timeout=10,
+    # Graceful: SIGTERM turns /health/ready to 503, stops accepting, lets in-flight requests
+    # finish within server.shutdown_grace_seconds and flushes the usage writer.
+    server = settings.server
+    asyncio.run(
+        serve_until_signal(
+            app,
+            host=host,
+            port=port,
+            reuse_port=reuse_port,
+            grace=server.shutdown_grace_seconds,
+            delay=server.shutdown_delay_seconds,
+        )
     )
 
 
