@@ -52,13 +52,30 @@ def bg_loop() -> Iterator[BackgroundLoop]:
     bg.loop.call_soon_threadsafe(bg.loop.stop)
 
 
+F = TypeVar("F", bound=FakeUpstream)
+
+
 @pytest.fixture
-def fake_upstream(bg_loop: BackgroundLoop) -> Iterator[FakeUpstream]:
+def start_fake(bg_loop: BackgroundLoop) -> Iterator[Callable[[F], F]]:
+    """Factory: ``start_fake(fake)`` starts any :class:`FakeUpstream` (the plain one, or an
+    auto-answering one from ``tests/fakes``) on a free loopback port and returns it; stopped at
+    the end of the test."""
+    started: list[FakeUpstream] = []
+
+    def start(fake: F) -> F:
+        bg_loop.run(fake.start())
+        started.append(fake)
+        return fake
+
+    yield start
+    for fake in reversed(started):
+        bg_loop.run(fake.stop())
+
+
+@pytest.fixture
+def fake_upstream(start_fake: Callable[[FakeUpstream], FakeUpstream]) -> FakeUpstream:
     """A fresh recording fake upstream on loopback; ``.url`` is its base URL."""
-    fake = FakeUpstream()
-    runner, fake.url = bg_loop.serve(fake.app)
-    yield fake
-    bg_loop.run(runner.cleanup())
+    return start_fake(FakeUpstream())
 
 
 @dataclass

@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from tests.conftest import ProxyHandle
-from tests.fakes.claude_api import Block, FakeMessagesAPI, Turn
+from tests.fakes.anthropic import Block, MessagesAPI, Turn
 from tests.fakes.claude_cli import FakeRun, read_runs, write_fake_cli
 from translators.claude_agent import CONTINUE_PROMPT
 
@@ -429,14 +429,11 @@ BUNDLED = Path(sdk.__file__).parent / "_bundled" / "claude"
 
 
 @pytest.fixture
-def messages_api(bg_loop: Any) -> Any:
-    api = FakeMessagesAPI()
-    runner, api.url = bg_loop.serve(api.app)
-    yield api
-    bg_loop.run(runner.cleanup())
+def messages_api(start_fake: Callable[[MessagesAPI], MessagesAPI]) -> MessagesAPI:
+    return start_fake(MessagesAPI())
 
 
-def real_cli_provider(tmp_path: Path, api: FakeMessagesAPI) -> dict[str, Any]:
+def real_cli_provider(tmp_path: Path, api: MessagesAPI) -> dict[str, Any]:
     home = tmp_path / "home"
     (home / ".claude").mkdir(parents=True)
     return {
@@ -463,7 +460,7 @@ def real_cli_provider(tmp_path: Path, api: FakeMessagesAPI) -> dict[str, Any]:
     not BUNDLED.exists(), reason="the Agent SDK's bundled Claude Code CLI is absent"
 )
 def test_real_cli_streams_and_round_trips_tools(
-    start_proxy: Start, messages_api: FakeMessagesAPI, tmp_path: Path
+    start_proxy: Start, messages_api: MessagesAPI, tmp_path: Path
 ) -> None:
     provider = real_cli_provider(tmp_path, messages_api)
     proxy = serve(start_proxy, provider)
@@ -482,7 +479,7 @@ def test_real_cli_streams_and_round_trips_tools(
     assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (21, 9)
 
     [first] = messages_api.message_requests
-    body = first.body
+    body = first.json
     assert body["model"] == MODEL and body["stream"] is True
     assert "You are terse." in json.dumps(body["system"])
     assert "tools" not in body or body["tools"] == []  # no built-in tools offered
@@ -508,7 +505,7 @@ def test_real_cli_streams_and_round_trips_tools(
         ("get_weather", {"city": "Paris"}),
         ("get_weather", {"city": "Rome"}),
     ]
-    offered = messages_api.message_requests[1].body["tools"]
+    offered = messages_api.message_requests[1].json["tools"]
     assert [t["name"] for t in offered] == ["mcp__c__get_weather"]
     assert offered[0]["input_schema"]["properties"] == {"city": {"type": "string"}}
 
@@ -519,7 +516,7 @@ def test_real_cli_streams_and_round_trips_tools(
     messages_api.queue(Turn.text("Paris is sunny, Rome is rainy."))
     resp = c.chat.completions.create(model="claude", messages=history, tools=TOOLS)
     assert resp.choices[0].message.content == "Paris is sunny, Rome is rainy."
-    third = messages_api.message_requests[2].body["messages"]
+    third = messages_api.message_requests[2].json["messages"]
     roles = [m["role"] for m in third]
     assert roles[:3] == ["user", "assistant", "user"]
     assert [b["type"] for b in third[1]["content"]] == ["text", "tool_use", "tool_use"]

@@ -2,7 +2,7 @@
 
 One proxy for the whole session serves one persona per type (``echo-persona``,
 ``openai-persona``, ...), each type behind its own fake upstream that answers by the echo
-provider's rules (:mod:`tests.clients.upstreams`), so a node script or a curl command started
+provider's rules (:mod:`tests.fakes.auto`), so a node script or a curl command started
 once can walk every persona. Tests take the ``persona_env`` fixture, parametrised over
 :data:`PERSONA_TYPES`.
 
@@ -23,16 +23,12 @@ import pytest
 from proxy.app import USAGE_WRITER, create_app
 from proxy.config import settings_from_dict
 from tests.clients.echo_claude_cli import write_echo_cli
-from tests.clients.upstreams import (
-    AnthropicWire,
-    AutoUpstream,
-    CliUpstream,
-    GeminiWire,
-    OpenAIWire,
-    Sent,
-    Wire,
-)
 from tests.conftest import BackgroundLoop, ProxyHandle
+from tests.fakes.anthropic import AnthropicWire
+from tests.fakes.auto import AutoUpstream, Sent, Wire
+from tests.fakes.claude_cli import CliUpstream
+from tests.fakes.gemini import GeminiWire
+from tests.fakes.openai import OpenAIWire
 from tests.fakes.server import Reply
 from translators.claude_agent import CONTINUE_PROMPT
 
@@ -206,6 +202,7 @@ def matrix(bg_loop: BackgroundLoop, tmp_path_factory: pytest.TempPathFactory) ->
     """The session proxy with one persona per type, each behind its own fake upstream."""
     tmp = tmp_path_factory.mktemp("clients")
     runners = []
+    started: list[AutoUpstream] = []
     upstreams: dict[str, Upstream] = {}
     providers: dict[str, Any] = {}
     personas: dict[str, Any] = {}
@@ -216,8 +213,7 @@ def matrix(bg_loop: BackgroundLoop, tmp_path_factory: pytest.TempPathFactory) ->
             scratch.mkdir()
             upstream = upstreams[kind.name] = kind.upstream(scratch)
             if isinstance(upstream, AutoUpstream):
-                runner, upstream.url = bg_loop.serve(upstream.app)
-                runners.append(runner)
+                started.append(bg_loop.run(upstream.start()))
         providers[f"{kind.name}-provider"] = {
             **kind.provider(upstream),
             "timeout": {"connect": 5, "first_byte": 20, "idle": 20},
@@ -234,6 +230,8 @@ def matrix(bg_loop: BackgroundLoop, tmp_path_factory: pytest.TempPathFactory) ->
     yield Matrix(proxy, envs)
     for r in reversed(runners):
         bg_loop.run(r.cleanup())
+    for fake in started:
+        bg_loop.run(fake.stop())
 
 
 @pytest.fixture(params=[k.name for k in PERSONA_TYPES])

@@ -57,8 +57,8 @@ def transcript() -> list[dict[str, Any]]:
 
 
 def echo_run(user: dict[str, Any], hooks: list[str], tools: list[dict[str, Any]]) -> int:
-    from tests.clients.schema_example import example
     from tests.fakes import fake_claude_cli as cli
+    from tests.fakes.schema_example import example
 
     continuation = os.environ["ECHO_CLI_CONTINUE_PROMPT"]
 

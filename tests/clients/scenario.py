@@ -1,6 +1,6 @@
 """The conversation every client test holds, whatever the client and the persona type.
 
-Every persona type answers by the echo provider's rules (tests/clients/upstreams.py), so the
+Every persona type answers by the echo provider's rules (tests/fakes/auto.py), so the
 expected values are the same everywhere: a forced ``get_weather`` call gets
 :data:`WEATHER_ARGS`, the follow-up turn echoes :data:`TOOL_RESULT`, and structured output is
 :data:`WEATHER_PARSED`.

@@ -6,7 +6,8 @@ sends it: ``data:`` lines only, CRLF line ends, no ``[DONE]``; docs/wire-formats
 are in :data:`FIXTURE_NAMES`.
 
 Builders for hand-made answers (:func:`text_response`, :func:`call_part`, :func:`response`) and
-errors in Gemini's shape (:func:`gemini_error`, :func:`rate_limited`, :func:`bad_api_key`).
+errors in Gemini's shape (:func:`gemini_error`, :func:`rate_limited`, :func:`bad_api_key`), and
+:class:`GeminiWire`, which answers by the echo rules (:mod:`tests.fakes.auto`).
 
 Example::
 
@@ -16,12 +17,15 @@ Example::
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from tests.fakes.server import Reply
+from tests.fakes.auto import WORDS, Sent, Wire, decide
+from tests.fakes.server import Recorded, Reply
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "gemini"
 
@@ -222,3 +226,153 @@ def token_reply(token: str, expires_in: int = 3600) -> Reply:
             "scope": "https://www.googleapis.com/auth/cloud-platform",
         }
     )
+
+
+# --------------------------------------------------------------------- answering by echo rules
+
+SIGNATURE_SENTINEL = "skip_thought_signature_validator"
+
+
+def gemini_signature(name: str, args: dict[str, Any]) -> str:
+    """The thought signature the fake puts on a call: opaque base64, derived from the call so
+    the fake can check, statelessly, that the proxy sent back exactly what it received."""
+    raw = f"sig:{name}:{json.dumps(args, sort_keys=True)}".encode()
+    return base64.b64encode(raw).decode()
+
+
+class GeminiWire(Wire):
+    """``generateContent`` and ``streamGenerateContent?alt=sse`` as a Gemini 3 model answers:
+    function calls without ids, each carrying a thought signature that must come back on the
+    next turn exactly as sent (else the 400 Gemini 3 gives), CRLF-framed events, no
+    ``[DONE]``."""
+
+    carries_ids = False
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+
+    def _signature_error(self, body: dict[str, Any]) -> Reply | None:
+        for i, content in enumerate(body.get("contents") or []):
+            calls = [p for p in content.get("parts") or [] if "functionCall" in p]
+            if content.get("role") != "model" or not calls:
+                continue
+            fc = calls[0]["functionCall"]
+            expected = gemini_signature(fc["name"], fc.get("args") or {})
+            if calls[0].get("thoughtSignature") != expected:
+                message = (
+                    "Function call is missing a thought_signature in functionCall parts. This "
+                    "is required for tools to work correctly, and missing thought_signature "
+                    f"may lead to degraded model performance. position {i}"
+                )
+                return Reply(
+                    status=400,
+                    json={"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}},
+                )
+        return None
+
+    def respond(self, rec: Recorded) -> Reply:
+        body = rec.json
+        if (error := self._signature_error(body)) is not None:
+            return error
+        contents = body["contents"]
+        last = next((c for c in reversed(contents) if c.get("role") == "user"), contents[-1])
+        results = [p["functionResponse"] for p in last["parts"] if "functionResponse" in p]
+        if results:
+            response = results[-1].get("response") or {}
+            last_text = response.get("output", json.dumps(response))
+        else:
+            last_text = "".join(p.get("text", "") for p in last["parts"])
+        decls = {
+            d["name"]: d
+            for tool in body.get("tools") or []
+            for d in tool.get("functionDeclarations") or []
+        }
+        config = (body.get("toolConfig") or {}).get("functionCallingConfig") or {}
+        forced = None
+        if decls and config.get("mode") == "ANY":
+            names = config.get("allowedFunctionNames") or list(decls)
+            decl = decls[names[0]]
+            forced = (decl["name"], decl.get("parametersJsonSchema") or decl.get("parameters"))
+        gen = body.get("generationConfig") or {}
+        words = sum(len(p.get("text", "").split()) for c in contents for p in c["parts"])
+        answer = decide(
+            last_text=last_text,
+            forced_tool=forced,
+            schema=gen.get("responseJsonSchema") or gen.get("responseSchema"),
+            prompt_words=words,
+            id_prefix="unused",
+        )
+        usage = {
+            "promptTokenCount": answer.prompt_tokens,
+            "candidatesTokenCount": answer.completion_tokens,
+            "totalTokenCount": answer.prompt_tokens + answer.completion_tokens,
+        }
+        calls = [
+            {"functionCall": {"name": n, "args": a}, "thoughtSignature": gemini_signature(n, a)}
+            for _, n, a in answer.tool_calls
+        ]
+
+        def response(parts: list[dict[str, Any]], finish: str | None) -> dict[str, Any]:
+            candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}}
+            if finish:
+                candidate["finishReason"] = finish
+            candidate["index"] = 0
+            out: dict[str, Any] = {"candidates": [candidate], "modelVersion": self.model}
+            out["usageMetadata"] = (
+                usage if finish else {"promptTokenCount": usage["promptTokenCount"]}
+            )
+            out["responseId"] = "fake-gemini-response"
+            return out
+
+        if not rec.path.endswith(":streamGenerateContent"):
+            return Reply(json=response(calls or [{"text": answer.text}], "STOP"))
+        if calls:
+            chunks = [response(calls, "STOP")]
+        else:
+            *head, tail = answer.pieces
+            chunks = [response([{"text": p}], None) for p in head]
+            chunks.append(response([{"text": tail}], "STOP"))
+        raw = b"".join(b"data: " + json.dumps(c).encode() + b"\r\n\r\n" for c in chunks)
+        return Reply(raw=raw, headers={"Content-Type": "text/event-stream"})
+
+    def broken_stream(self, text: str) -> Reply:
+        chunks = [
+            {
+                "candidates": [{"content": {"parts": [{"text": p}], "role": "model"}, "index": 0}],
+                "modelVersion": self.model,
+            }
+            for p in WORDS.findall(text)
+        ]
+        return Reply(
+            events=[(None, c) for c in chunks],
+            headers={"Content-Type": "text/event-stream"},
+            disconnect_after=2,
+        )
+
+    def rate_limited(self, seconds: int) -> Reply:
+        return rate_limited(f"{seconds}s")
+
+    def inspect(self, rec: Recorded) -> Sent:
+        body = rec.json
+        system = (body.get("systemInstruction") or {}).get("parts") or []
+        sent = Sent(system=[p.get("text", "") for p in system])
+        sent.tools = [
+            d["name"]
+            for tool in body.get("tools") or []
+            for d in tool.get("functionDeclarations") or []
+        ]
+        for content in body["contents"]:
+            role = "assistant" if content.get("role") == "model" else "user"
+            for part in content["parts"]:
+                if "text" in part:
+                    sent.messages.append((role, part["text"]))
+                elif "functionCall" in part:
+                    fc = part["functionCall"]
+                    sent.tool_calls.append((fc.get("id"), fc["name"], fc.get("args") or {}))
+                elif "functionResponse" in part:
+                    fr = part["functionResponse"]
+                    response = fr.get("response") or {}
+                    text = response.get("output", json.dumps(response))
+                    sent.tool_results.append((fr.get("id"), text))
+                    sent.messages.append(("tool", text))
+        return sent

@@ -1,10 +1,13 @@
-"""OpenAI-format replies for the fake upstream (chat.completion and chunk streams)."""
+"""The fake OpenAI Chat Completions API: replies for :class:`tests.fakes.server.FakeUpstream`
+(``chat.completion`` bodies, chunk streams, errors) and :class:`OpenAIWire` (the echo rules)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from tests.fakes.server import Reply
+from tests.fakes.auto import WORDS, Sent, Wire, decide, text_of
+from tests.fakes.server import Recorded, Reply
 
 USAGE = {
     "prompt_tokens": 12,
@@ -142,3 +145,97 @@ def error_reply(
         json={"error": {"message": message, "type": type, "param": None, "code": code}},
         headers=headers or {},
     )
+
+
+# --------------------------------------------------------------------- answering by echo rules
+
+
+class OpenAIWire(Wire):
+    """Chat Completions, as OpenAI itself answers it (usage chunk when asked, ``[DONE]``)."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+
+    def respond(self, rec: Recorded) -> Reply:
+        body = rec.json
+        messages = body["messages"]
+        last = next((m for m in reversed(messages) if m["role"] in ("user", "tool")), messages[-1])
+        tools = {t["function"]["name"]: t["function"] for t in body.get("tools") or []}
+        choice = body.get("tool_choice")
+        forced = None
+        if tools and choice == "required":
+            fn = next(iter(tools.values()))
+            forced = (fn["name"], fn.get("parameters") or {})
+        elif tools and isinstance(choice, dict):
+            fn = tools[choice["function"]["name"]]
+            forced = (fn["name"], fn.get("parameters") or {})
+        fmt = body.get("response_format") or {}
+        schema = fmt["json_schema"].get("schema") if fmt.get("type") == "json_schema" else None
+        answer = decide(
+            last_text=text_of(last.get("content")),
+            forced_tool=forced,
+            schema=schema,
+            prompt_words=sum(len(text_of(m.get("content")).split()) for m in messages),
+            id_prefix="call_fake",
+        )
+        usage = {
+            "prompt_tokens": answer.prompt_tokens,
+            "completion_tokens": answer.completion_tokens,
+            "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+        }
+        calls = [
+            {"id": i, "type": "function", "function": {"name": n, "arguments": json.dumps(a)}}
+            for i, n, a in answer.tool_calls
+        ]
+        finish = "tool_calls" if calls else "stop"
+        if body.get("stream"):
+            with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            pieces = [] if calls else answer.pieces
+            events = stream_events(
+                pieces,
+                model=self.model,
+                tool_calls=calls,
+                finish_reason=finish,
+                usage=usage,
+                with_usage=with_usage,
+            )
+            return Reply(events=events)
+        text = None if calls else answer.text
+        return Reply(
+            json=completion_body(
+                text, model=self.model, tool_calls=calls, finish_reason=finish, usage=usage
+            )
+        )
+
+    def broken_stream(self, text: str) -> Reply:
+        return Reply(
+            events=stream_events(WORDS.findall(text), model=self.model), disconnect_after=3
+        )
+
+    def rate_limited(self, seconds: int) -> Reply:
+        return error_reply(
+            429,
+            "Rate limit reached for gpt-4.1-mini on requests per min (RPM): Limit 3.",
+            type="requests",
+            code="rate_limit_exceeded",
+            headers={"retry-after": str(seconds)},
+        )
+
+    def inspect(self, rec: Recorded) -> Sent:
+        sent = Sent()
+        body = rec.json
+        sent.tools = [t["function"]["name"] for t in body.get("tools") or []]
+        for m in body["messages"]:
+            role, text = m["role"], text_of(m.get("content"))
+            if role in ("system", "developer"):
+                sent.system.append(text)
+                continue
+            sent.messages.append((role, text))
+            for tc in m.get("tool_calls") or []:
+                fn = tc["function"]
+                sent.tool_calls.append((tc["id"], fn["name"], json.loads(fn["arguments"] or "{}")))
+            if role == "tool":
+                sent.tool_results.append((m["tool_call_id"], text))
+        return sent

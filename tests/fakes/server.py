@@ -1,8 +1,11 @@
-"""A scriptable fake upstream: an aiohttp app that records every request and replays scripted
-responses (JSON, SSE, raw bytes, stalls, mid-stream disconnects).
+"""The one fake upstream: an aiohttp app on an ephemeral loopback port that records every
+request (:attr:`FakeUpstream.requests`) and replays scripted responses (JSON, SSE, raw bytes,
+stalls, mid-stream disconnects).
 
-Provider-specific helpers (``tests/fakes/anthropic.py`` and friends) build the scripts in each
-provider's real format; this module only knows HTTP.
+Start one with ``await fake.start()`` (or the ``start_fake`` / ``fake_upstream`` fixtures in
+``tests/conftest.py``); ``fake.url`` is then its base URL. Provider modules beside this one
+(``openai``, ``anthropic``, ``gemini``) build replies in each provider's real format and answer
+by the echo rules (:mod:`tests.fakes.auto`); this module only knows HTTP.
 """
 
 from __future__ import annotations
@@ -83,6 +86,21 @@ class FakeUpstream:
         self.url = ""
         self.app = web.Application()
         self.app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> FakeUpstream:
+        """Listen on 127.0.0.1 on a free port; ``url`` becomes ``http://127.0.0.1:<port>``."""
+        runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        self._runner = runner
+        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
     def reply(self, *replies: Reply) -> None:
         self.replies.extend(replies)

@@ -1,4 +1,4 @@
-"""Values that satisfy a JSON schema, by the echo provider's rules (shared with the fakes)."""
+"""Values that satisfy a JSON schema, by the echo provider's rules (shared by the fakes)."""
 
 from __future__ import annotations
 
