@@ -265,7 +265,7 @@ def test_native_stream_is_relayed_as_sent(matrix: Matrix) -> None:
 def test_persona_system_text_is_the_first_system_block(
     bg_loop: Any, start_proxy: Any, fake_upstream: Any
 ) -> None:
-    from tests.clients.upstreams import AnthropicWire
+    from tests.fakes.anthropic import AnthropicWire
 
     wire = AnthropicWire("claude-x")
     proxy = start_proxy(
