@@ -16,6 +16,7 @@ from aiohttp import web
 
 from proxy.config import Settings
 from proxy.errors import AuthenticationFailed, PayloadTooLarge, ProxyError
+from proxy import redact
 from proxy.providers import build_provider
 from proxy.providers.base import Provider
 from proxy.usage.db import DATABASE
@@ -144,6 +145,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares.append(make_auth_middleware(settings))
     app = web.Application(client_max_size=settings.server.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
+    redact.install(settings)  # secrets never leave in errors, logs or rows (proxy/redact.py)
     app.cleanup_ctx.append(_usage_ctx)
     app.cleanup_ctx.append(_providers_ctx)
     handlers.setup_routes(app)

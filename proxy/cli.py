@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from proxy import __version__
 from proxy.config import ConfigError, Settings, load_settings
+from proxy.redact import redact_logs
 
 DESCRIPTION = """\
 persona-proxy: an OpenAI-compatible gateway. Point any OpenAI client's base_url at it and pick
@@ -114,6 +115,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    redact_logs()
     settings = _load(args.config)
     return serve(settings, host=args.host, port=args.port, workers=args.workers)
 

@@ -16,8 +16,8 @@ Every error a client sees, whatever raised it, is ``{"error": {"message", "type"
         │                                                        concurrency limit)
         └── UpstreamTimeout         504 timeout_error          (connect, first byte, idle, total)
 
-Messages never contain upstream credentials: they are built from our own text plus the
-upstream's error message, and the upstream's message never echoes our key.
+Messages never contain credentials: every message is redacted when the error is made
+(``proxy/redact.py``), since some upstreams echo the key they were sent in their own message.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+
+from proxy.redact import redact
 
 
 class ProxyError(Exception):
@@ -42,6 +44,7 @@ class ProxyError(Exception):
         type: str | None = None,  # noqa: A002 (mirrors the envelope's field name)
         headers: dict[str, str] | None = None,
     ) -> None:
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.param = param
@@ -54,7 +57,9 @@ class ProxyError(Exception):
         self.headers = headers or {}
 
     def envelope(self) -> dict[str, Any]:
-        return error_envelope(self.message, type=self.type, param=self.param, code=self.code)
+        return error_envelope(
+            redact(self.message), type=self.type, param=self.param, code=self.code
+        )
 
     def body(self) -> bytes:
         return orjson.dumps(self.envelope())

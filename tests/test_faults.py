@@ -147,3 +147,56 @@ def test_client_disconnects_are_quiet_and_cancelled(
     ]
     noisy = [r for r in caplog.records if r.levelno >= 30 or r.exc_info]
     assert not noisy, [(r.name, r.getMessage()) for r in noisy]
+
+
+@pytest.mark.parametrize("wire", WIRES)
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_upstream_echoing_its_key_leaks_it_nowhere(
+    faulty_upstream: FaultyUpstream,
+    start_proxy: Any,
+    caplog: pytest.LogCaptureFixture,
+    wire: str,
+    stream: bool,
+) -> None:
+    """An upstream that quotes the key it got (some OpenAI-compatible servers do): the key is in
+    neither the client's answer, the usage row nor the log."""
+    config = faulty.proxy_config(wire, faulty_upstream.url)
+    key = config["providers"]["up"]["api_key"]
+    proxy = start_proxy(config)
+    faulty_upstream.reply(faulty.echo_key(wire, status=401))
+    caplog.set_level("DEBUG")
+    resp = chat(proxy, stream=stream)
+    assert resp.status == 502, resp.raw
+    assert key in faulty_upstream.last.headers.get("Authorization", "") + str(
+        faulty_upstream.last.headers
+    ) + str(faulty_upstream.last.query)  # the fake did receive it
+    assert key.encode() not in resp.raw
+    assert b"[REDACTED]" in resp.raw
+    (row,) = proxy.rows()
+    assert key not in (row["error_message"] or "")
+    assert "[REDACTED]" in row["error_message"]
+    for record in caplog.records:
+        assert key not in record.getMessage()
+
+
+def test_client_and_bearer_tokens_are_redacted_from_upstream_errors(
+    faulty_upstream: FaultyUpstream, start_proxy: Any
+) -> None:
+    from tests.fakes.server import Reply
+
+    client_key = "client-key-0123456789-secret"
+    config = faulty.proxy_config("openai", faulty_upstream.url, api_keys=[client_key])
+    proxy = start_proxy(config)
+    leak = f"you sent {client_key}; also Bearer abcdefghijklmnop0123 and sk-proj-{'x' * 24}"
+    faulty_upstream.reply(Reply(status=500, json={"error": {"message": leak}}))
+    resp = rawhttp.request(
+        proxy.url + "/v1/chat/completions",
+        {"model": "p", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {client_key}"},
+    )
+    assert resp.status == 502
+    for secret in (client_key, "abcdefghijklmnop0123", "x" * 24):
+        assert secret.encode() not in resp.raw
+    (row,) = proxy.rows()
+    assert client_key not in row["error_message"]
+    assert "abcdefghijklmnop0123" not in row["error_message"]

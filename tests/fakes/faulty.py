@@ -25,7 +25,7 @@ from aiohttp import web
 from tests.fakes import anthropic as anthropic_fake
 from tests.fakes import gemini as gemini_fake
 from tests.fakes import openai as openai_fake
-from tests.fakes.server import FakeUpstream, Reply
+from tests.fakes.server import FakeUpstream, Recorded, Reply
 
 Wire = Literal["openai", "anthropic", "gemini"]
 WIRES: tuple[Wire, ...] = ("openai", "anthropic", "gemini")
@@ -91,7 +91,10 @@ class FaultyUpstream(FakeUpstream):
             return await super()._handle(request)
         if self.replies:
             self.replies.popleft()
-        await request.read()
+        body = await request.read()
+        self.requests.append(
+            Recorded(request.method, request.path, dict(request.query), dict(request.headers), body)
+        )
         if fault.kind == "hang_before_headers":
             await asyncio.sleep(3600)
         if fault.kind == "echo_key":
