@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
+from proxy import redact
 from proxy.config import Settings
 from proxy.errors import AuthenticationFailed, PayloadTooLarge, ProxyError
-from proxy import redact
 from proxy.providers import build_provider
 from proxy.providers.base import Provider
 from proxy.usage.db import DATABASE

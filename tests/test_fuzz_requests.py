@@ -317,6 +317,12 @@ def _user(content: Any) -> dict[str, Any]:
 
 
 _CALL = {"role": "assistant", "tool_calls": [{"id": [1], "function": {"name": "f"}}]}
+
+
+def _tool(parameters: Any) -> list[dict[str, Any]]:
+    return [{"type": "function", "function": {"name": "f", "parameters": parameters}}]
+
+
 ISSUE_EXAMPLES: list[tuple[str, dict[str, Any], str]] = [
     ("role object", {"messages": [{"role": {}, "content": "hi"}]}, "messages[0].role"),
     ("text list", _user([{"type": "text", "text": ["a"]}]), "messages[0].content[0].text"),
@@ -329,9 +335,7 @@ ISSUE_EXAMPLES: list[tuple[str, dict[str, Any], str]] = [
         "tool params 130 deep",
         {
             **_user("hi"),
-            "tools": [
-                {"type": "function", "function": {"name": "f", "parameters": nested(130, 1, "dict")}}
-            ],
+            "tools": _tool(nested(130, 1, "dict")),
         },
         "tools[0].function.parameters",
     ),
@@ -339,7 +343,7 @@ ISSUE_EXAMPLES: list[tuple[str, dict[str, Any], str]] = [
     ("n huge", {**_user("hi"), "n": 10**6}, "n"),
     ("schema required null", {
         **_user("hi"),
-        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"required": None}}}],
+        "tools": _tool({"required": None}),
     }, "tools[0].function.parameters.required"),
 ]  # fmt: skip
 
