@@ -73,6 +73,9 @@ class OpenAIProviderConfig(_ProviderBase):
     organization: str | None = None
     project: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+    # The /v1/responses door: "native" forwards to the upstream's own /responses untouched;
+    # "translate" (default) goes through chat completions like every other provider.
+    responses: Literal["translate", "native"] = "translate"
 
 
 class AnthropicProviderConfig(_ProviderBase):

@@ -1,7 +1,191 @@
-"""placeholder"""
+"""``POST /v1/responses``, ``GET`` and ``DELETE /v1/responses/{id}``: OpenAI's Responses API on
+every persona (DESIGN.md, "More front doors").
 
+The request becomes one internal chat call (translators/responses_door.py) and the answer a
+``Response`` object or its event stream. ``store`` (default true, as at OpenAI) keeps the
+conversation in the usage store's ``responses`` table (proxy/doors/responses_store.py), so
+``previous_response_id`` continues it on any persona and any replica. An ``openai`` provider
+with ``responses: native`` gets the body as it came (proxy/doors/openai_native.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from random import getrandbits
+from typing import Any
+
+import orjson
 from aiohttp import web
+
+from proxy.app import json_error
+from proxy.doors import openai_native, responses_store
+from proxy.doors.common import Door, apply_persona_chat, complete, open_stream, read_json
+from proxy.errors import InvalidRequest, ProxyError
+from proxy.sse import SSE_HEADERS
+from proxy.usage.db import DATABASE
+from translators import responses_door as tr
+from translators.base import TranslationError
+
+log = logging.getLogger(__name__)
 
 
 def setup_routes(app: web.Application) -> None:
-    pass
+    app.router.add_post("/v1/responses", create)
+    app.router.add_post("/responses", create)
+    app.router.add_get("/v1/responses/{id}", retrieve)
+    app.router.add_delete("/v1/responses/{id}", delete)
+
+
+def _not_found(response_id: str) -> ProxyError:
+    return ProxyError(
+        f"No response found with id '{response_id}'.",
+        status=404,
+        type="invalid_request_error",
+        code="response_not_found",
+        param="response_id",
+    )
+
+
+def _validate(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    if body.get("input") is None and not body.get("previous_response_id"):
+        raise InvalidRequest(
+            "Missing required parameter: 'input'.", param="input", code="missing_required_parameter"
+        )
+    for key in ("store", "stream", "parallel_tool_calls"):
+        if body.get(key) is not None and not isinstance(body[key], bool):
+            raise InvalidRequest(f"Invalid type for '{key}': expected a boolean.", param=key)
+    mot = body.get("max_output_tokens")
+    if mot is not None and (isinstance(mot, bool) or not isinstance(mot, int)):
+        raise InvalidRequest(
+            "Invalid type for 'max_output_tokens': expected an integer.", param="max_output_tokens"
+        )
+    return body
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+
+
+async def create(request: web.Request) -> web.StreamResponse:
+    response_id = f"resp_{getrandbits(96):024x}"
+    door = Door(request, request_id=response_id, api="responses")
+    try:
+        body = _validate(await read_json(request))
+        door.rec.stream = bool(body.get("stream"))
+        name, persona, provider = door.resolve(request, body.get("model"))
+        if provider.type == "openai" and getattr(provider.config, "responses", None) == "native":
+            return await openai_native.forward(request, door, body)
+        db = request.app[DATABASE]
+        try:
+            items = tr.input_items(body.get("input"))
+        except TranslationError as exc:
+            raise InvalidRequest(exc.message, param=exc.param) from None
+        previous = body.get("previous_response_id")
+        history: list[dict[str, Any]] = []
+        if previous:
+            stored = await responses_store.load(db, str(previous))
+            if stored is None:
+                raise InvalidRequest(
+                    f"Previous response with id '{previous}' not found.",
+                    param="previous_response_id",
+                    code="previous_response_not_found",
+                )
+            history = stored[0] + stored[1].get("output", [])
+        conversation = history + items
+        try:
+            chat = tr.chat_request(body, conversation)
+        except TranslationError as exc:
+            raise InvalidRequest(exc.message, param=exc.param) from None
+        call = door.call(apply_persona_chat(chat, persona), completion_id=response_id)
+        created = int(time.time())
+        store = body.get("store", True) is not False
+        if door.rec.stream:
+            base = tr.envelope(
+                body, response_id=response_id, created_at=created, model=persona.model, status=""
+            )
+            return await _stream(request, door, call, base, name, conversation, store)
+        result = await complete(door, call)
+        response = tr.response_from_completion(
+            result.body, body, response_id=response_id, created_at=created, usage=result.usage
+        )
+        if store:
+            await responses_store.save(db, response=response, persona=name, items=conversation)
+        return web.Response(
+            body=orjson.dumps(response), content_type="application/json", headers=door.headers
+        )
+    except ProxyError as exc:
+        door.rec.fail(exc, http_status=exc.status)
+        if exc.status >= 500:
+            log.warning("%s %s persona=%s: %s", response_id, exc.status, door.name, exc.message)
+        return json_error(exc, headers=door.headers)
+    except (asyncio.CancelledError, ConnectionResetError):
+        door.rec.status, door.rec.http_status = "cancelled", None
+        raise
+    except Exception:
+        log.exception("%s: internal error", response_id)
+        exc = ProxyError(f"The proxy hit an internal error (request {response_id}); see its log.")
+        door.rec.fail(exc, http_status=500)
+        return json_error(exc, headers=door.headers)
+    finally:
+        door.finish()
+
+
+async def _stream(
+    request: web.Request,
+    door: Door,
+    call: Any,
+    base: dict[str, Any],
+    persona: str,
+    conversation: list[dict[str, Any]],
+    store: bool,
+) -> web.StreamResponse:
+    async with open_stream(door, call) as (stream, first):
+        base["model"] = stream.model
+        events = tr.ResponsesStream(base)
+        resp = web.StreamResponse(headers={**SSE_HEADERS, **door.headers})
+        await resp.prepare(request)
+        write = resp.write
+        finished = False
+        try:
+            for event in events.start() + events.feed(first):
+                await write(_sse(event))
+            async for chunk in stream:
+                for event in events.feed(chunk):
+                    await write(_sse(event))
+            for event in events.finish(stream.usage, stream.finish_reason):
+                await write(_sse(event))
+            finished = True
+        except ProxyError as exc:
+            # After the status line: response.failed in-band (what the SDK raises on).
+            door.rec.fail(exc)
+            for event in events.fail(exc.code, exc.message):
+                await write(_sse(event))
+        finally:
+            door.rec.finish_reason = stream.finish_reason
+            door.rec.add_usage(stream.usage)
+            door.upstream_model(stream.model)
+        if finished and store:
+            await responses_store.save(
+                request.app[DATABASE], response=events.response, persona=persona, items=conversation
+            )
+        await resp.write_eof()
+        return resp
+
+
+async def retrieve(request: web.Request) -> web.Response:
+    response_id = request.match_info["id"]
+    stored = await responses_store.load(request.app[DATABASE], response_id)
+    if stored is None:
+        return json_error(_not_found(response_id))
+    return web.Response(body=orjson.dumps(stored[1]), content_type="application/json")
+
+
+async def delete(request: web.Request) -> web.Response:
+    response_id = request.match_info["id"]
+    if not await responses_store.delete(request.app[DATABASE], response_id):
+        return json_error(_not_found(response_id))
+    return web.json_response({"id": response_id, "object": "response.deleted", "deleted": True})
