@@ -2,7 +2,8 @@
 
 Usage (from the repository root; ``bench/run.sh`` installs wrk first and calls this)::
 
-    python -m bench [--phases startup,latency,ladder,stream,slow,check] [--workers 1,2] [--quick]
+    python -m bench [--phases startup,latency,doors,ladder,stream,slow,check] [--workers 1,2]
+                    [--quick]
 
 It reports, it never asserts. See bench/README.md for the method.
 """
@@ -33,7 +34,7 @@ from bench import client
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-ALL_PHASES = ["startup", "latency", "ladder", "stream", "slow", "check"]
+ALL_PHASES = ["startup", "latency", "doors", "ladder", "stream", "slow", "check"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 Log = Callable[[str], None]
 
@@ -1110,6 +1111,25 @@ def run_one(  # noqa: PLR0913
             )
             if workers == 1 and plan.pinned:
                 run["platform"] = phase_platform(loader, pairs["openai"][0], plan, log)
+        if "doors" in phases:  # the Messages and Responses doors next to chat (bench/doors.py)
+            from bench import doors  # noqa: PLC0415
+
+            if workers == 1 and plan.pinned:
+                topologies = [("same-core", plan.load), ("split", plan.proxy)]
+            else:
+                topologies = [("as-run", None)]
+            run["doors"] = phase_latency(
+                loader,
+                doors.pairs(mock_port, proxy.port, workdir),
+                rounds,
+                round_secs,
+                topologies,
+                [proxy.pid],
+                proxy.cores,
+                log,
+            )
+            run["doors_vs_chat"] = doors.compare(run["doors"])
+            log(f"  doors: added p50 over chat's on the same upstream {run['doors_vs_chat']}")
         if "ladder" in phases:
             run["ladder"] = phase_ladder(loader, subjects, mock_port, steps, step_secs, log)
         if "stream" in phases and workers == 1:

@@ -62,6 +62,7 @@ def effort_of(thinking: Any) -> str | None:
 def _image_part(block: JSONDict, param: str) -> JSONDict:
     source = block.get("source") or {}
     kind = source.get("type")
+    url: Any
     if kind == "base64":
         url = f"data:{source.get('media_type')};base64,{source.get('data')}"
     elif kind == "url":
@@ -370,7 +371,7 @@ class MessagesStream:
         self.started = True
         if model:
             self.model = model
-        message = {
+        message: JSONDict = {
             "id": self.message_id,
             "type": "message",
             "role": "assistant",

@@ -306,7 +306,7 @@ def message_item(response_id: str, text: str, *, refusal: str | None = None) -> 
     }
 
 
-def call_item(response_id: str, index: int, call_id: str, name: str, arguments: str) -> JSONDict:
+def call_item(response_id: str, index: int, call_id: Any, name: Any, arguments: str) -> JSONDict:
     return {
         "id": f"fc_{_suffix(response_id)}_{index}",
         "type": "function_call",
@@ -466,6 +466,7 @@ class ResponsesStream:
         if item is None:
             return []
         out: list[Event] = []
+        part: JSONDict
         if self.kind == "reasoning":
             part = {"type": "summary_text", "text": self.text}
             common = {"item_id": item["id"], "output_index": index, "summary_index": 0}
@@ -558,11 +559,12 @@ class ResponsesStream:
                     out += self._open(
                         {"id": f"rs_{_suffix(rid)}", "type": "reasoning", "summary": []}
                     )
+                    assert self.item is not None
                     common = {
                         "item_id": self.item["id"],
                         "output_index": self._index,
                         "summary_index": 0,
-                    }  # type: ignore[index]
+                    }
                     part = {"type": "summary_text", "text": ""}
                     out.append(
                         self._event("response.reasoning_summary_part.added", part=part, **common)

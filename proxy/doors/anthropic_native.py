@@ -112,7 +112,7 @@ def _take_id(door: Door, message: dict[str, Any]) -> None:
 
 
 async def forward(request: web.Request, door: Door, body: dict[str, Any]) -> web.StreamResponse:
-    provider = door.provider
+    provider: Any = door.provider
     assert provider is not None
     data = orjson.dumps(native_body(body, door, provider))
     headers = _headers(request, provider)
@@ -156,9 +156,9 @@ async def forward(request: web.Request, door: Door, body: dict[str, Any]) -> web
             _check_error(provider.name, first.event, first.data)
             raw_usage = _observe(door, first.event, first.data, {})
         door.rec.ttft_ms = (time.perf_counter() - door.started) * 1000
-        resp = web.StreamResponse(headers={**SSE_HEADERS, **door.headers})
-        await resp.prepare(request)
-        write = resp.write
+        out = web.StreamResponse(headers={**SSE_HEADERS, **door.headers})
+        await out.prepare(request)
+        write = out.write
         try:
             await write(_relay(first.event, first.data))
             with translating_errors(provider.name):
@@ -177,8 +177,8 @@ async def forward(request: web.Request, door: Door, body: dict[str, Any]) -> web
         finally:
             if raw_usage:
                 door.rec.add_usage(usage_of(raw_usage))
-        await resp.write_eof()
-        return resp
+        await out.write_eof()
+        return out
     finally:
         upstream.release()
 
@@ -220,7 +220,7 @@ def _observe(door: Door, name: str, data: bytes, usage: dict[str, Any]) -> dict[
 
 
 async def count_tokens(door: Door, body: dict[str, Any]) -> web.Response:
-    provider = door.provider
+    provider: Any = door.provider
     assert provider is not None
     counted = native_body(body, door, provider)
     counted.pop("max_tokens", None)  # count_tokens refuses it

@@ -67,8 +67,7 @@ class Door:
             stream=False,
             client=request.get(CLIENT_NAME),
         )
-        if hasattr(self.rec, "api"):  # the store's ``requests.api`` column (DESIGN.md)
-            self.rec.api = api  # type: ignore[attr-defined]
+        self.rec.api = api  # the front door, ``requests.api`` (DESIGN.md)
         request_started(request, self.rec, self.started)
         self.headers: dict[str, str] = {"x-request-id": request_id}
         self.name = ""

@@ -104,9 +104,9 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         raise
     except Exception:
         log.exception("%s: internal error", request_id)
-        exc = ProxyError(f"The proxy hit an internal error (request {request_id}); see its log.")
-        door.rec.fail(exc, http_status=500)
-        return json_error(exc, headers=door.headers)
+        err = ProxyError(f"The proxy hit an internal error (request {request_id}); see its log.")
+        door.rec.fail(err, http_status=500)
+        return json_error(err, headers=door.headers)
     finally:
         door.finish()
 

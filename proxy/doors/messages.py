@@ -149,9 +149,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
         raise
     except Exception:
         log.exception("%s: internal error", message_id)
-        exc = ProxyError(f"The proxy hit an internal error (request {message_id}); see its log.")
-        door.rec.fail(exc, http_status=500)
-        return error_response(exc, door.headers)
+        err = ProxyError(f"The proxy hit an internal error (request {message_id}); see its log.")
+        door.rec.fail(err, http_status=500)
+        return error_response(err, door.headers)
     finally:
         door.finish()
 
