@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from tests.clients.conftest import Matrix
-from tests.clients.upstreams import Wire
+from tests.fakes.auto import Wire
 from tests.fakes.server import Recorded, Reply
 
 sdk = pytest.importorskip("claude_agent_sdk")
