@@ -19,6 +19,7 @@ from proxy.config import Settings
 from proxy.errors import AuthenticationFailed, PayloadTooLarge, ProxyError
 from proxy.providers import build_provider
 from proxy.providers.base import Provider
+from proxy.state import state_context
 from proxy.usage.db import DATABASE
 from proxy.usage.service import open_usage
 from proxy.usage.store import UsageWriter
@@ -146,6 +147,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.server.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
     redact.install(settings)  # secrets never leave in errors, logs or rows (proxy/redact.py)
+    app.cleanup_ctx.append(state_context(settings.state))  # app[STATE], see proxy/state/
     app.cleanup_ctx.append(_usage_ctx)
     app.cleanup_ctx.append(_providers_ctx)
     handlers.setup_routes(app)

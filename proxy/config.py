@@ -196,12 +196,26 @@ class TelemetryConfig(_Strict):
     metrics: bool = True
 
 
+class StateConfig(_Strict):
+    """What every worker and replica shares (``proxy/state/``). ``redis_url`` (optional; it may
+    hold a password, so it is never logged) puts limit counters, circuit states and
+    conversation caches in Redis; without it they live in the process. ``on_failure``: when
+    Redis cannot be reached, ``open`` serves without shared limits, ``closed`` answers 503.
+    ``timeout`` bounds every Redis operation (seconds), so no request hangs on a dead Redis."""
+
+    redis_url: str | None = None
+    on_failure: Literal["open", "closed"] = "open"
+    key_prefix: str = "persona-proxy:"
+    timeout: float = Field(0.5, gt=0, le=30)
+
+
 class Settings(_Strict):
     """The whole config file."""
 
     server: ServerConfig = Field(default_factory=ServerConfig)
     usage: UsageConfig = Field(default_factory=UsageConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     personas: dict[str, Persona] = Field(default_factory=dict)
     default_persona: str | None = None
