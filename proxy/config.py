@@ -206,7 +206,7 @@ class StateConfig(_Strict):
     redis_url: str | None = None
     on_failure: Literal["open", "closed"] = "open"
     key_prefix: str = "persona-proxy:"
-    timeout: float = Field(0.5, gt=0, le=30)
+    timeout: float = Field(1.0, gt=0, le=30)
 
 
 class Settings(_Strict):

@@ -213,7 +213,7 @@ class RedisState:
         url: str,
         *,
         prefix: str = "pp:",
-        timeout: float = 0.5,
+        timeout: float = 1.0,
         clock: Callable[[], float] = time.time,
         window_s: float = WINDOW_S,
         lease_s: float = LEASE_S,

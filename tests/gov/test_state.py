@@ -49,7 +49,9 @@ async def make_states(prefix: str) -> AsyncIterator[Callable[[str, Clock], list[
             s: SharedState = InProcessState(clock=clock)
             opened.append(s)
             return [s, s]
-        pair: list[SharedState] = [RedisState(REDIS_URL, prefix=prefix, clock=clock) for _ in "ab"]
+        pair: list[SharedState] = [
+            RedisState(REDIS_URL, prefix=prefix, clock=clock, timeout=5) for _ in "ab"
+        ]
         opened.extend(pair)
         return pair
 
