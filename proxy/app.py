@@ -15,33 +15,23 @@ import aiohttp
 from aiohttp import web
 
 from proxy import redact
+from proxy.appkeys import CLIENT_NAME, PROVIDERS, SETTINGS, USAGE_WRITER
 from proxy.config import Settings
-from proxy.errors import AuthenticationFailed, PayloadTooLarge, ProxyError
+from proxy.doors.messages import messages_error_middleware
+from proxy.errors import AuthenticationFailed, PayloadTooLarge, ProxyError, json_error
+from proxy.observe import setup_observe
 from proxy.providers import build_provider
 from proxy.providers.base import Provider
+from proxy.routes import setup_routes
 from proxy.state import state_context
 from proxy.usage.db import DATABASE
 from proxy.usage.service import open_usage
-from proxy.usage.store import UsageWriter
+
+__all__ = ["CLIENT_NAME", "PROVIDERS", "SETTINGS", "USAGE_WRITER", "create_app", "json_error"]
 
 log = logging.getLogger(__name__)
 
-SETTINGS = web.AppKey("settings", Settings)
-USAGE_WRITER = web.AppKey("usage_writer", UsageWriter)
-HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
-PROVIDERS = web.AppKey("providers", dict[str, Provider])
-CLIENT_NAME = web.RequestKey("client_name", str)  # type: ignore[attr-defined]
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def json_error(exc: ProxyError, *, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=exc.status,
-        body=exc.body(),
-        content_type="application/json",
-        headers={**exc.headers, **(headers or {})},
-    )
 
 
 @web.middleware
@@ -117,7 +107,6 @@ async def _providers_ctx(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession(
         connector=connector, auto_decompress=True, trace_configs=upstream_trace_configs(settings)
     )
-    app[HTTP_SESSION] = session
     providers: dict[str, Provider] = {}
     try:
         for name, cfg in settings.providers.items():
@@ -137,10 +126,6 @@ async def _providers_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the aiohttp application for ``settings``."""
-    from proxy import handlers  # noqa: PLC0415 (handlers import the keys defined above)
-    from proxy.doors.messages import messages_error_middleware  # noqa: PLC0415
-    from proxy.observe import setup_observe  # noqa: PLC0415
-
     middlewares = [messages_error_middleware, error_middleware]
     if settings.server.api_keys:  # without client keys, one middleware layer less per request
         middlewares.append(make_auth_middleware(settings))
@@ -150,6 +135,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(state_context(settings.state))  # app[STATE], see proxy/state/
     app.cleanup_ctx.append(_usage_ctx)
     app.cleanup_ctx.append(_providers_ctx)
-    handlers.setup_routes(app)
+    setup_routes(app)
     setup_observe(app)
     return app

@@ -6,23 +6,27 @@ Errors name the file, the key path and what is wrong, for example
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-CONVENTIONAL_KEY_VARS: dict[str, tuple[str, ...]] = {
-    "openai": ("OPENAI_API_KEY",),
-    "anthropic": ("ANTHROPIC_API_KEY",),
-    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
-}
+from proxy.providers import registry
+from proxy.providers.spec import ProviderConfigBase
 
 
 class ConfigError(Exception):
@@ -31,115 +35,6 @@ class ConfigError(Exception):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Timeouts(_Strict):
-    """Upstream time limits in seconds.
-
-    ``idle`` is the longest silence allowed between two stream events. A model that thinks for
-    minutes before its next token is not dead, so it defaults generously.
-    """
-
-    connect: float = Field(10.0, gt=0)
-    first_byte: float = Field(300.0, gt=0)
-    idle: float = Field(300.0, gt=0)
-    total: float | None = Field(1800.0, gt=0)
-
-
-def _timeouts(value: Any) -> Any:
-    # A bare number means "the whole request"; every phase then gets that limit too.
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return {"connect": min(10.0, value), "first_byte": value, "idle": value, "total": value}
-    return value
-
-
-class _ProviderBase(_Strict):
-    timeout: Timeouts = Field(default_factory=Timeouts)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _number_timeout(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "timeout" in data:
-            data = {**data, "timeout": _timeouts(data["timeout"])}
-        return data
-
-
-class OpenAIProviderConfig(_ProviderBase):
-    """OpenAI or any OpenAI-compatible server (vLLM, Ollama, Groq, OpenRouter, ...)."""
-
-    type: Literal["openai"]
-    api_key: SecretStr | None = None
-    base_url: str = "https://api.openai.com/v1"
-    organization: str | None = None
-    project: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    # The /v1/responses door: "native" forwards to the upstream's own /responses untouched;
-    # "translate" (default) goes through chat completions like every other provider.
-    responses: Literal["translate", "native"] = "translate"
-
-
-class AnthropicProviderConfig(_ProviderBase):
-    """Anthropic Messages API."""
-
-    type: Literal["anthropic"]
-    api_key: SecretStr | None = None
-    base_url: str = "https://api.anthropic.com"
-    anthropic_version: str = "2023-06-01"
-    anthropic_beta: list[str] = Field(default_factory=list)
-    default_max_tokens: int = Field(4096, gt=0)
-    headers: dict[str, str] = Field(default_factory=dict)
-
-
-class VertexConfig(_Strict):
-    project: str
-    location: str = "global"
-
-
-class GeminiProviderConfig(_ProviderBase):
-    """Gemini Developer API, or Vertex AI when ``vertex`` is set."""
-
-    type: Literal["gemini"]
-    api_key: SecretStr | None = None
-    base_url: str | None = None
-    api_version: str | None = None
-    vertex: VertexConfig | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-
-
-class ClaudeAgentProviderConfig(_ProviderBase):
-    """Claude Code through the Claude Agent SDK.
-
-    ``cli_path`` defaults to the CLI bundled with the SDK (else ``claude`` on PATH);
-    ``max_concurrency`` bounds the CLI processes (one per request, ~200 MB each) and a request
-    waiting longer than ``queue_timeout`` seconds for one gets 503; ``max_turns`` bounds the
-    CLI's agent loop; ``max_retries`` is the CLI's own API retry count
-    (``CLAUDE_CODE_MAX_RETRIES``; its default retries for minutes); ``env`` is added to the
-    CLI's environment (e.g. ``ANTHROPIC_API_KEY``, ``CLAUDE_CODE_OAUTH_TOKEN``).
-    """
-
-    type: Literal["claude-agent"]
-    cli_path: str | None = None
-    max_concurrency: int = Field(4, gt=0)
-    queue_timeout: float = Field(30.0, ge=0)
-    max_turns: int = Field(1, gt=0)
-    max_retries: int = Field(1, ge=0)
-    env: dict[str, str] = Field(default_factory=dict)
-
-
-class EchoProviderConfig(_ProviderBase):
-    """Built-in, offline, deterministic: answers with the last user message."""
-
-    type: Literal["echo"]
-
-
-ProviderConfig = Annotated[
-    OpenAIProviderConfig
-    | AnthropicProviderConfig
-    | GeminiProviderConfig
-    | ClaudeAgentProviderConfig
-    | EchoProviderConfig,
-    Field(discriminator="type"),
-]
 
 
 class Persona(_Strict):
@@ -216,10 +111,16 @@ class Settings(_Strict):
     usage: UsageConfig = Field(default_factory=UsageConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     state: StateConfig = Field(default_factory=StateConfig)
-    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    # Each entry is validated by its own type's model, which the registry names.
+    providers: dict[str, SerializeAsAny[ProviderConfigBase]] = Field(default_factory=dict)
     personas: dict[str, Persona] = Field(default_factory=dict)
     default_persona: str | None = None
     source: str = Field("built-in default config", exclude=True)
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _typed_providers(cls, value: Any) -> Any:
+        return _provider_configs(value)
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -241,7 +142,7 @@ def _interpolate(node: Any, env: Mapping[str, str], path: str, provider_type: st
         name = whole.group(1)
         # An API key naming its provider's conventional variable is optional: the provider is
         # configured but answers 502 "set NAME" until the key exists. Every other miss is fatal.
-        if path.endswith(".api_key") and name in CONVENTIONAL_KEY_VARS.get(provider_type or "", ()):
+        if path.endswith(".api_key") and name in registry.key_vars(provider_type or ""):
             return None
         raise ConfigError(f"{path}: environment variable {name} is not set")
 
@@ -259,22 +160,46 @@ def _interpolate(node: Any, env: Mapping[str, str], path: str, provider_type: st
 def _format_loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
-        # pydantic puts the union tag in the location ("providers.x.anthropic.api_key"); drop it.
-        if (
-            isinstance(part, str)
-            and part
-            in {
-                "openai",
-                "anthropic",
-                "gemini",
-                "claude-agent",
-                "echo",
-            }
-            and out.count(".") == 1
-            and out.startswith("providers.")
-        ):
-            continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _problems(exc: ValidationError, prefix: str = "") -> list[str]:
+    head = (prefix,) if prefix else ()
+    return [
+        f"{_format_loc((*head, *err['loc'])) or '(top level)'}: {err['msg']}"
+        for err in exc.errors()
+    ]
+
+
+def _provider_configs(raw: Any) -> dict[str, Any]:
+    """Each ``providers`` entry validated by its type's own model (from the registry)."""
+    if not isinstance(raw, dict):
+        return raw  # pydantic reports the wrong shape
+    types = registry.provider_types()
+    out: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, data in raw.items():
+        where = f"providers.{name}"
+        if isinstance(data, ProviderConfigBase):
+            out[name] = data
+            continue
+        kind = data.get("type") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or kind is None:
+            problems.append(f"{where}.type: Field required (one of: {', '.join(types)})")
+            continue
+        spec = types.get(kind) if isinstance(kind, str) else None
+        if spec is None:
+            problems.append(
+                f"{where}.type: unknown provider type {kind!r} (known: {', '.join(types)})"
+            )
+            continue
+        try:
+            out[name] = spec.config.model_validate(data)
+        except ValidationError as exc:
+            problems.extend(_problems(exc, where))
+    if problems:
+        raise ConfigError("; ".join(problems))
     return out
 
 
@@ -306,10 +231,7 @@ def settings_from_dict(data: Any, *, env: Mapping[str, str], source: str) -> Set
         settings = Settings.model_validate({**data, "source": source})
         _cross_check(settings)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{_format_loc(err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"{source}: {problems}") from None
+        raise ConfigError(f"{source}: {'; '.join(_problems(exc))}") from None
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return settings
@@ -339,59 +261,16 @@ def load_settings(path: str | Path | None, *, env: Mapping[str, str] | None = No
     return settings_from_dict(data, env=env, source=str(file))
 
 
-def claude_cli_available(env: Mapping[str, str]) -> bool:
-    """Whether the ``claude-agent`` provider can run here: the Agent SDK is installed (the
-    ``claude-agent`` extra) and a Claude Code CLI is on PATH or bundled with the SDK.
-
-    Looks the SDK up without importing it, which would cost startup time for nothing.
-    """
-    spec = importlib.util.find_spec("claude_agent_sdk")
-    if spec is None or spec.origin is None:
-        return False
-    if shutil.which("claude", path=env.get("PATH")):
-        return True
-    return (Path(spec.origin).parent / "_bundled" / "claude").exists()
-
-
 def default_settings(env: Mapping[str, str]) -> Settings:
-    """The config used when there is no file: ``echo`` always, plus one persona per provider
-    whose credentials are in the environment."""
-    providers: dict[str, Any] = {"echo": {"type": "echo"}}
-    personas: dict[str, Any] = {
-        "echo": {
-            "provider": "echo",
-            "model": "echo-1",
-            "description": "Offline echo for trying the proxy",
-        }
-    }
-    if env.get("OPENAI_API_KEY"):
-        providers["openai"] = {"type": "openai", "api_key": env["OPENAI_API_KEY"]}
-        personas["openai"] = {
-            "provider": "openai",
-            "model": "gpt-4.1-mini",
-            "description": "OpenAI",
-        }
-    if env.get("ANTHROPIC_API_KEY"):
-        providers["anthropic"] = {"type": "anthropic", "api_key": env["ANTHROPIC_API_KEY"]}
-        personas["anthropic"] = {
-            "provider": "anthropic",
-            "model": "claude-sonnet-4-5",
-            "description": "Anthropic Claude",
-        }
-    gemini_key = env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY")
-    if gemini_key:
-        providers["gemini"] = {"type": "gemini", "api_key": gemini_key}
-        personas["gemini"] = {
-            "provider": "gemini",
-            "model": "gemini-2.5-flash",
-            "description": "Google Gemini",
-        }
-    if claude_cli_available(env):
-        providers["claude"] = {"type": "claude-agent"}
-        personas["claude"] = {
-            "provider": "claude",
-            "model": "claude-sonnet-4-5",
-            "description": "Claude Code (Agent SDK)",
-        }
+    """The config used when there is no file: one provider and persona per provider type whose
+    default-config rule finds what it needs in the environment (``echo`` always)."""
+    providers: dict[str, Any] = {}
+    personas: dict[str, Any] = {}
+    for spec in registry.provider_types().values():
+        entry = spec.default(env)
+        if entry is not None:
+            name, provider, persona = entry
+            providers[name] = provider
+            personas[name] = persona
     data = {"providers": providers, "personas": personas, "default_persona": "echo"}
     return settings_from_dict(data, env=env, source="built-in default config")

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from aiohttp import web
 
 from proxy.redact import redact
 
@@ -170,3 +171,13 @@ def upstream_status_error(
     if status == 504:
         return UpstreamTimeout(f"{where}: {detail}")
     return UpstreamError(f"{where}: {detail}", code="upstream_error")
+
+
+def json_error(exc: ProxyError, *, headers: dict[str, str] | None = None) -> web.Response:
+    """``exc`` as a JSON error response (its status, envelope and headers, plus ``headers``)."""
+    return web.Response(
+        status=exc.status,
+        body=exc.body(),
+        content_type="application/json",
+        headers={**exc.headers, **(headers or {})},
+    )

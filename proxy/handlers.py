@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy.app import CLIENT_NAME, PROVIDERS, SETTINGS, USAGE_WRITER, json_error
+from proxy.appkeys import CLIENT_NAME, PROVIDERS, SETTINGS, USAGE_WRITER
 from proxy.config import Persona, Settings
 from proxy.errors import (
     InvalidRequest,
@@ -24,6 +24,7 @@ from proxy.errors import (
     PersonaNotFound,
     PersonaRequired,
     ProxyError,
+    json_error,
 )
 from proxy.guards import checked_model
 from proxy.lifecycle import is_draining
@@ -41,18 +42,6 @@ from proxy.validation import validate_chat_request
 from translators.base import ResponseMeta
 
 log = logging.getLogger(__name__)
-
-
-def setup_routes(app: web.Application) -> None:
-    from proxy.doors import setup_door_routes  # noqa: PLC0415 (the doors import this module)
-
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/chat/completions", chat_completions)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/v1/models/{id}", get_model)
-    app.router.add_get("/health", health)
-    app.router.add_get("/health/ready", ready)
-    setup_door_routes(app)
 
 
 def resolve_persona(
@@ -180,7 +169,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         opts = body.get("stream_options") or {}
         call = Call(
             body=body,
-            persona_name=name,
             persona=persona,
             meta=ResponseMeta(completion_id, int(time.time()), persona.model),
             include_usage=rec.stream and bool(opts.get("include_usage")),

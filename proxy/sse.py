@@ -1,16 +1,25 @@
-"""Server-sent events: decoding upstream streams and encoding ours.
+"""Server-sent events, both ways: decoding upstream streams and encoding ours.
 
-The decoder keeps its own buffer over ``iter_any()`` instead of aiohttp's ``readline()``, whose
+This module owns every byte of SSE the proxy reads or writes: :class:`SSEDecoder` (incremental,
+linear in the bytes fed), :func:`sse_events` (an upstream aiohttp response as events, with the
+first-byte limit), and :func:`encode` / :data:`DONE` for the client side.
+
+The decoder keeps its own buffer over ``readany()`` instead of aiohttp's ``readline()``, whose
 line limit (2 x ``read_bufsize``) a large Gemini image or tool-argument event can exceed; ours is
-an explicit, configurable maximum event size.
+an explicit, configurable maximum event size. The buffer is a ``bytearray`` that only grows at
+its end, and the search for the blank line that ends an event resumes where the last read
+stopped, so a 10 MiB event arriving in 64 KiB reads costs one pass, not one copy per read.
+Event format: https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import orjson
 
 from proxy.errors import UpstreamError
@@ -32,42 +41,60 @@ class SSEEvent:
 
 
 class SSEDecoder:
-    """Incremental SSE parser: feed bytes, get complete events."""
+    """Incremental SSE parser: feed bytes, get complete events.
 
-    __slots__ = ("_buf", "_max")
+    Line ends are normalised (CRLF and lone CR become LF) on each new piece only; a CR at the
+    very end of a piece may be the first half of a CRLF split across reads, so it is held back
+    until the next piece says which it is.
+    """
+
+    __slots__ = ("_buf", "_scan", "_held_cr", "_max")
 
     def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
-        self._buf = b""
+        self._buf = bytearray()
+        self._scan = 0  # everything before this offset holds no event boundary
+        self._held_cr = False
         self._max = max_event_bytes
 
     def feed(self, data: bytes) -> list[SSEEvent]:
-        buf = self._buf + data if self._buf else data
-        if b"\r" in buf:
-            # A CR at the very end may be the first half of a CRLF split across reads: keep it
-            # raw until the next read says which it is.
-            held = buf.endswith(b"\r")
-            buf = buf[:-1] if held else buf
-            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        else:
-            held = False
+        if self._held_cr:
+            data = b"\r" + data
+            self._held_cr = False
+        if b"\r" in data:
+            if data.endswith(b"\r"):
+                self._held_cr = True
+                data = data[:-1]
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        buf = self._buf
+        buf += data
         events: list[SSEEvent] = []
         start = 0
+        # A boundary may straddle the old end of the buffer: look one byte back.
+        pos = max(self._scan - 1, 0)
         while True:
-            end = buf.find(b"\n\n", start)
+            end = buf.find(b"\n\n", pos)
             if end < 0:
                 break
-            event = _parse_block(buf[start:end])
+            event = _parse_block(bytes(buf[start:end]))
             if event is not None:
                 events.append(event)
-            start = end + 2
-        self._buf = buf[start:] + b"\r" if held else buf[start:]
-        if len(self._buf) > self._max:
-            raise UpstreamError(f"upstream sent a stream event larger than {self._max} bytes")
+            start = pos = end + 2
+        if start:
+            del buf[:start]
+        self._scan = len(buf)
+        if len(buf) > self._max:
+            raise UpstreamError(
+                f"upstream sent a stream event larger than {self._max} bytes",
+                code="upstream_bad_response",
+            )
         return events
 
     def flush(self) -> list[SSEEvent]:
         """Whatever is left when the body ends (a final event without its blank line)."""
-        rest, self._buf = self._buf, b""
+        rest = bytes(self._buf)
+        self._buf.clear()
+        self._scan = 0
+        self._held_cr = False
         event = _parse_block(rest.strip(b"\n")) if rest.strip() else None
         return [event] if event is not None else []
 
@@ -84,18 +111,39 @@ def _parse_block(block: bytes) -> SSEEvent | None:
         if field == b"data":
             data.append(value)
         elif field == b"event":
-            name = value.decode()
+            name = value.decode("utf-8", "replace")
     if not data and not name:
         return None
-    return SSEEvent(name, b"\n".join(data))
+    return SSEEvent(name, data[0] if len(data) == 1 else b"\n".join(data))
 
 
-async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
-    """Decode an async byte stream into SSE events."""
-    decoder = SSEDecoder()
-    async for data in chunks:
-        for event in decoder.feed(data):
-            yield event
+async def sse_events(
+    resp: aiohttp.ClientResponse,
+    *,
+    first_byte: float | None = None,
+    max_event_bytes: int = MAX_EVENT_BYTES,
+) -> AsyncIterator[SSEEvent]:
+    """Decoded SSE events of an upstream response.
+
+    The first event must arrive within ``first_byte`` seconds; later gaps are bounded by the
+    session's ``sock_read`` (the idle timeout).
+    """
+    decoder = SSEDecoder(max_event_bytes)
+    content = resp.content
+    waiting_first = first_byte is not None
+    while True:
+        if waiting_first:
+            async with asyncio.timeout(first_byte):
+                data = await content.readany()
+        else:
+            data = await content.readany()
+        if not data:
+            break
+        events = decoder.feed(data)
+        if events:
+            waiting_first = False
+            for event in events:
+                yield event
     for event in decoder.flush():
         yield event
 

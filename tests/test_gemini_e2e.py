@@ -15,8 +15,8 @@ import pydantic
 import pytest
 from openai.types.chat import ChatCompletionChunk
 
-from proxy.config import GeminiProviderConfig
-from proxy.providers.gemini import GeminiProvider, vertex_host
+from proxy.providers.gemini import GeminiProvider, GeminiProviderConfig
+from proxy.providers.vertex import vertex_host
 from tests.fakes.gemini import (
     bad_api_key,
     call_part,

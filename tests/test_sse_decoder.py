@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from proxy.errors import UpstreamError
@@ -49,3 +51,30 @@ def test_large_event_within_limit():
     decoder = SSEDecoder()
     [event] = decoder.feed(b"data: " + big + b"\n\n")
     assert event.data == big
+
+
+def test_ten_mib_event_in_small_reads_is_linear():
+    """Issue 9 item 10: the decoder used to copy its whole buffer on every read, so one 10 MiB
+    event fed in 64 KiB pieces cost seconds of event-loop CPU. Linear decoding does it in
+    milliseconds; a second is a generous bound on a shared, noisy machine."""
+    payload = b"data: " + b"z" * (10 * 1024 * 1024) + b"\n\n"
+    step = 64 * 1024
+    decoder = SSEDecoder()
+    started = time.process_time()
+    events = []
+    for i in range(0, len(payload), step):
+        events += decoder.feed(payload[i : i + step])
+    elapsed = time.process_time() - started
+    assert [len(e.data) for e in events] == [10 * 1024 * 1024]
+    assert elapsed < 0.5, f"decoding one 10 MiB event took {elapsed:.2f} s of CPU"
+
+
+def test_crlf_split_at_every_boundary_with_many_reads():
+    body = b"".join(b"data: %d\r\n\r\n" % i for i in range(200))
+    for size in (1, 5, 13):
+        decoder = SSEDecoder()
+        events = []
+        for i in range(0, len(body), size):
+            events += decoder.feed(body[i : i + size])
+        events += decoder.flush()
+        assert [e.data for e in events] == [b"%d" % i for i in range(200)]

@@ -3,7 +3,7 @@
 Pure: no I/O, no clock, no ids. The adapter ``proxy/providers/anthropic.py`` does the HTTP, the
 error events and the thinking-block cache; this module only maps shapes.
 
-Request (:func:`translate_request`, implemented in ``_anthropic_request.py``):
+Request (:func:`translate_request`, implemented in ``anthropic_request.py``):
 
 * ``system``/``developer`` messages, wherever they appear, become top-level ``system`` text
   blocks, one per message, in order (the persona's first). A request with nothing but system
@@ -50,9 +50,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from translators._anthropic_request import (
+from translators.anthropic_request import (
     ADAPTIVE_EFFORTS,
-    IGNORED_PARAMS,
     THINKING_BUDGETS,
     ModelTraits,
     ThinkingLookup,
@@ -74,7 +73,6 @@ from translators.base import (
 __all__ = [
     "ADAPTIVE_EFFORTS",
     "FINISH_REASONS",
-    "IGNORED_PARAMS",
     "THINKING_BUDGETS",
     "AnthropicStreamTranslator",
     "ModelTraits",

@@ -37,7 +37,7 @@ Request (:func:`translate_request`, implemented in ``gemini_request.py``):
 * Refused (HTTP 400 with ``param``): custom tools, function names Gemini cannot take, uploaded
   ``file_id`` files, audio output, unknown content parts, non-object tool arguments, schemas
   that cannot be converted, more than 5 stop sequences.
-* Dropped silently (no Gemini equivalent, see ``IGNORED_PARAMS``): ``logit_bias``,
+* Dropped silently (no Gemini equivalent; anything not in ``HANDLED_PARAMS``): ``logit_bias``,
   ``logprobs``/``top_logprobs`` (answers carry ``logprobs: null``), ``user``,
   ``safety_identifier``, ``metadata``, ``store``, ``service_tier``, ``prompt_cache_*``,
   ``parallel_tool_calls``, ``verbosity``, ``prediction``, ``web_search_options``,
@@ -62,7 +62,6 @@ import orjson
 
 from translators.base import FinishReason, JSONDict, ResponseMeta, UpstreamFormatError, Usage
 from translators.gemini_request import (
-    IGNORED_PARAMS,
     SIGNATURE_SENTINEL,
     THINKING_BUDGETS,
     THINKING_LEVELS,
@@ -75,7 +74,6 @@ from translators.gemini_request import (
 
 __all__ = [
     "FINISH_REASONS",
-    "IGNORED_PARAMS",
     "SIGNATURE_SENTINEL",
     "THINKING_BUDGETS",
     "THINKING_LEVELS",

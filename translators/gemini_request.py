@@ -56,31 +56,6 @@ HANDLED_PARAMS = frozenset(
     }
 )  # fmt: skip
 
-#: Known OpenAI parameters with no Gemini equivalent, dropped without error (tuning knobs and
-#: metadata). Listed for documentation; unknown keys are dropped the same way.
-IGNORED_PARAMS = frozenset(
-    {
-        "logit_bias",
-        "logprobs",
-        "top_logprobs",
-        "user",
-        "safety_identifier",
-        "metadata",
-        "store",
-        "service_tier",
-        "prompt_cache_key",
-        "prompt_cache_options",
-        "prompt_cache_retention",
-        "parallel_tool_calls",
-        "verbosity",
-        "prediction",
-        "web_search_options",
-        "moderation",
-        "stream",
-        "stream_options",
-    }
-)
-
 # Function names Gemini accepts (docs/wire-formats.md 3.2.2).
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
 _GEMINI_MAJOR = re.compile(r"gemini-(\d+)")

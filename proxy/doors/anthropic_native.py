@@ -21,10 +21,9 @@ from proxy.errors import ProxyError, UpstreamError, upstream_status_error
 from proxy.providers.base import (
     parse_error_body,
     raise_for_upstream_status,
-    sse_events,
     translating_errors,
 )
-from proxy.sse import SSE_HEADERS
+from proxy.sse import SSE_HEADERS, sse_events
 from translators.base import Usage
 
 # Persona params (OpenAI names, as in the config) -> the Messages field they default.

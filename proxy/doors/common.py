@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.app import CLIENT_NAME, PROVIDERS, SETTINGS
+from proxy.appkeys import CLIENT_NAME, PROVIDERS, SETTINGS
 from proxy.config import Persona
 from proxy.errors import UpstreamError
 from proxy.handlers import _now_iso, _read_json, resolve_persona
@@ -99,7 +99,6 @@ class Door:
         assert self.persona is not None
         return Call(
             body=body,
-            persona_name=self.name,
             persona=self.persona,
             meta=ResponseMeta(completion_id, int(time.time()), self.persona.model),
             include_usage=False,

@@ -21,9 +21,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy.app import json_error
 from proxy.doors.common import Door, read_json
-from proxy.errors import InvalidRequest, ProxyError, UpstreamError
+from proxy.errors import InvalidRequest, ProxyError, UpstreamError, json_error
 from proxy.providers.base import (
     Provider,
     parse_error_body,

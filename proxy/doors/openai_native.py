@@ -18,10 +18,9 @@ from proxy.errors import ProxyError, UpstreamError
 from proxy.providers.base import (
     parse_error_body,
     raise_for_upstream_status,
-    sse_events,
     translating_errors,
 )
-from proxy.sse import SSE_HEADERS
+from proxy.sse import SSE_HEADERS, sse_events
 from translators.base import Usage
 
 _PARAMS = {

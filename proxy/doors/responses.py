@@ -19,10 +19,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy.app import json_error
 from proxy.doors import openai_native, responses_store
 from proxy.doors.common import Door, apply_persona_chat, complete, open_stream, read_json
-from proxy.errors import InvalidRequest, ProxyError
+from proxy.errors import InvalidRequest, ProxyError, json_error
 from proxy.sse import SSE_HEADERS
 from proxy.usage.db import DATABASE
 from translators import responses_door as tr

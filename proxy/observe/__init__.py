@@ -31,7 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.app import SETTINGS, USAGE_WRITER
+from proxy.appkeys import SETTINGS, USAGE_WRITER
 from proxy.usage.store import UsageRecord
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy.app import SETTINGS
+from proxy.appkeys import SETTINGS
 from proxy.errors import AuthenticationFailed, ProxyError
 from proxy.observe import OBSERVER, usage_data
 
@@ -127,7 +127,7 @@ async def admin_usage_one(request: web.Request) -> web.Response:
 
 async def _flush_rows(request: web.Request) -> None:
     """This worker's queued rows first, so the dashboard shows what it just served."""
-    from proxy.app import USAGE_WRITER  # noqa: PLC0415
+    from proxy.appkeys import USAGE_WRITER  # noqa: PLC0415
 
     writer = request.app.get(USAGE_WRITER)
     if writer is not None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import orjson
+from pydantic import Field, SecretStr
 
 from proxy.errors import upstream_status_error
 from proxy.providers.base import (
@@ -25,9 +26,10 @@ from proxy.providers.base import (
     client_timeout,
     parse_error_body,
     raise_for_upstream_status,
-    sse_events,
     translating_errors,
 )
+from proxy.providers.spec import Capabilities, DefaultEntry, ProviderConfigBase, ProviderType
+from proxy.sse import sse_events
 from translators import anthropic as tr
 
 # In-stream `event: error` carries only a type; this is the status Anthropic would have used.
@@ -45,6 +47,18 @@ _STATUS_OF_ERROR_TYPE = {
 }
 THINKING_CACHE_SIZE = 10_000
 log = logging.getLogger(__name__)
+
+
+class AnthropicProviderConfig(ProviderConfigBase):
+    """Anthropic Messages API."""
+
+    type: Literal["anthropic"]
+    api_key: SecretStr | None = None
+    base_url: str = "https://api.anthropic.com"
+    anthropic_version: str = "2023-06-01"
+    anthropic_beta: list[str] = Field(default_factory=list)
+    default_max_tokens: int = Field(4096, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
 
 
 class AnthropicProvider(Provider):
@@ -165,3 +179,36 @@ class AnthropicProvider(Provider):
             for chunk in translator.finish():
                 yield chunk
             self._remember_thinking(translator.tool_call_ids, translator.thinking_blocks)
+
+
+def _default(env: Mapping[str, str]) -> DefaultEntry | None:
+    if not env.get("ANTHROPIC_API_KEY"):
+        return None
+    provider = {"type": "anthropic", "api_key": env["ANTHROPIC_API_KEY"]}
+    persona = {
+        "provider": "anthropic",
+        "model": "claude-sonnet-4-5",
+        "description": "Anthropic Claude",
+    }
+    return "anthropic", provider, persona
+
+
+PROVIDER_TYPE = ProviderType(
+    name="anthropic",
+    config=AnthropicProviderConfig,
+    provider=AnthropicProvider,
+    capabilities=Capabilities(
+        streaming=True,
+        tools=True,
+        parallel_tool_calls=True,
+        vision=True,
+        json_schema=True,
+        json_object=True,
+        reasoning=True,
+        n=False,
+        embeddings=False,
+    ),
+    key_vars=("ANTHROPIC_API_KEY",),
+    price_provider="anthropic",
+    default=_default,
+)

@@ -7,19 +7,17 @@ mapping; the pure request/response mapping lives in ``translators/``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
 import orjson
 
-from proxy.config import CONVENTIONAL_KEY_VARS, Persona, Timeouts
 from proxy.errors import (
     InvalidRequest,
     ProxyError,
@@ -28,8 +26,12 @@ from proxy.errors import (
     UpstreamUnavailable,
     upstream_status_error,
 )
-from proxy.sse import SSEDecoder, SSEEvent
+from proxy.providers import registry
+from proxy.providers.spec import Timeouts
 from translators.base import ResponseMeta, TranslationError, UpstreamFormatError, Usage
+
+if TYPE_CHECKING:
+    from proxy.config import Persona
 
 
 @dataclass(slots=True)
@@ -39,14 +41,12 @@ class Call:
     Attributes:
         body: The OpenAI request: validated, persona ``params`` merged under the client's own
             values, persona ``system`` text prepended as a system message. Never mutated.
-        persona_name: The persona serving the request.
         persona: Its config.
         meta: Id, timestamp and configured model for the response.
         include_usage: Whether the client asked for the ``include_usage`` chunk.
     """
 
     body: dict[str, Any]
-    persona_name: str
     persona: Persona
     meta: ResponseMeta
     include_usage: bool = False
@@ -79,7 +79,6 @@ class ChunkStream:
     chunks: AsyncIterator[dict[str, Any]] | None = None
     usage: Usage | None = None
     finish_reason: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         assert self.chunks is not None, "the provider must set chunks before yielding the stream"
@@ -113,7 +112,7 @@ class Provider(ABC):
         key = getattr(self.config, "api_key", None)
         if key is not None and key.get_secret_value():
             return key.get_secret_value()
-        names = CONVENTIONAL_KEY_VARS.get(self.type, ())
+        names = registry.key_vars(self.type)
         for var in names:
             if os.environ.get(var):
                 return os.environ[var]
@@ -220,31 +219,3 @@ def parse_error_body(status: int, raw: bytes) -> tuple[str, str | None]:
     if isinstance(err, str):
         return err, None
     return raw[:300].decode("utf-8", "replace"), None
-
-
-async def sse_events(
-    resp: aiohttp.ClientResponse, *, first_byte: float | None = None
-) -> AsyncIterator[SSEEvent]:
-    """Decoded SSE events of an upstream response.
-
-    The first event must arrive within ``first_byte`` seconds; later gaps are bounded by the
-    session's ``sock_read`` (the idle timeout).
-    """
-    decoder = SSEDecoder()
-    content = resp.content
-    waiting_first = first_byte is not None
-    while True:
-        if waiting_first:
-            async with asyncio.timeout(first_byte):
-                data = await content.readany()
-        else:
-            data = await content.readany()
-        if not data:
-            break
-        events = decoder.feed(data)
-        if events:
-            waiting_first = False
-            for event in events:
-                yield event
-    for event in decoder.flush():
-        yield event

@@ -26,19 +26,21 @@ import contextlib
 import dataclasses
 import datetime
 import functools
+import importlib.util
 import logging
 import shutil
 import tempfile
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import aiohttp
+from pydantic import Field
 
-from proxy.config import ClaudeAgentProviderConfig
 from proxy.errors import (
     InvalidRequest,
     ProxyError,
@@ -49,10 +51,32 @@ from proxy.errors import (
     upstream_status_error,
 )
 from proxy.providers.base import Call, ChunkStream, Completion, Provider, translating_errors
+from proxy.providers.spec import Capabilities, DefaultEntry, ProviderConfigBase, ProviderType
 from translators import claude_agent as tr
 from translators.base import UpstreamFormatError
 
 log = logging.getLogger(__name__)
+
+
+class ClaudeAgentProviderConfig(ProviderConfigBase):
+    """Claude Code through the Claude Agent SDK.
+
+    ``cli_path`` defaults to the CLI bundled with the SDK (else ``claude`` on PATH);
+    ``max_concurrency`` bounds the CLI processes (one per request, ~200 MB each) and a request
+    waiting longer than ``queue_timeout`` seconds for one gets 503; ``max_turns`` bounds the
+    CLI's agent loop; ``max_retries`` is the CLI's own API retry count
+    (``CLAUDE_CODE_MAX_RETRIES``; its default retries for minutes); ``env`` is added to the
+    CLI's environment (e.g. ``ANTHROPIC_API_KEY``, ``CLAUDE_CODE_OAUTH_TOKEN``).
+    """
+
+    type: Literal["claude-agent"]
+    cli_path: str | None = None
+    max_concurrency: int = Field(4, gt=0)
+    queue_timeout: float = Field(30.0, ge=0)
+    max_turns: int = Field(1, gt=0)
+    max_retries: int = Field(1, ge=0)
+    env: dict[str, str] = Field(default_factory=dict)
+
 
 #: Environment every CLI process gets unless the provider's ``env`` says otherwise: a proxy must
 #: not phone home, update its own binary, or wait minutes in the CLI's own retry loop.
@@ -560,3 +584,48 @@ class _Run:
 
 
 _SDK_SEEDS = object()  # marker: the SDK's query() seeds the session itself (fallback path)
+
+
+def claude_cli_available(env: Mapping[str, str]) -> bool:
+    """Whether this provider can run here: the Agent SDK is installed (the ``claude-agent``
+    extra) and a Claude Code CLI is on PATH or bundled with the SDK.
+
+    Looks the SDK up without importing it, which would cost startup time for nothing.
+    """
+    spec = importlib.util.find_spec("claude_agent_sdk")
+    if spec is None or spec.origin is None:
+        return False
+    if shutil.which("claude", path=env.get("PATH")):
+        return True
+    return (Path(spec.origin).parent / "_bundled" / "claude").exists()
+
+
+def _default(env: Mapping[str, str]) -> DefaultEntry | None:
+    if not claude_cli_available(env):
+        return None
+    persona = {
+        "provider": "claude",
+        "model": "claude-sonnet-4-5",
+        "description": "Claude Code (Agent SDK)",
+    }
+    return "claude", {"type": "claude-agent"}, persona
+
+
+PROVIDER_TYPE = ProviderType(
+    name="claude-agent",
+    config=ClaudeAgentProviderConfig,
+    provider=ClaudeAgentProvider,
+    capabilities=Capabilities(
+        streaming=True,
+        tools=True,
+        parallel_tool_calls=True,
+        vision=True,
+        json_schema=False,  # the CLI has no structured-output mode (translators/claude_agent.py)
+        json_object=True,
+        reasoning=True,
+        n=False,
+        embeddings=False,
+    ),
+    price_provider="anthropic",
+    default=_default,
+)

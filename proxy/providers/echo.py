@@ -9,16 +9,24 @@ reports word counts as token usage. It is for trying the proxy and for testing c
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from proxy.errors import InvalidRequest
 from proxy.providers.base import Call, ChunkStream, Completion, Provider
+from proxy.providers.spec import Capabilities, DefaultEntry, ProviderConfigBase, ProviderType
 from translators.base import ChunkFactory, Usage, completion, text_of
 from translators.json_example import example_for
+
+
+class EchoProviderConfig(ProviderConfigBase):
+    """Built-in, offline, deterministic: answers with the last user message."""
+
+    type: Literal["echo"]
+
 
 _WORDS = re.compile(r"\s*\S+|\s+$")
 
@@ -125,3 +133,31 @@ class EchoProvider(Provider):
         stream.finish_reason = finish
         stream.usage = usage
         yield factory.chunk({}, finish)
+
+
+def _default(env: Mapping[str, str]) -> DefaultEntry | None:
+    persona = {
+        "provider": "echo",
+        "model": "echo-1",
+        "description": "Offline echo for trying the proxy",
+    }
+    return "echo", {"type": "echo"}, persona
+
+
+PROVIDER_TYPE = ProviderType(
+    name="echo",
+    config=EchoProviderConfig,
+    provider=EchoProvider,
+    capabilities=Capabilities(
+        streaming=True,
+        tools=True,
+        parallel_tool_calls=True,
+        vision=True,
+        json_schema=True,
+        json_object=True,
+        reasoning=True,
+        n=True,
+        embeddings=True,
+    ),
+    default=_default,
+)

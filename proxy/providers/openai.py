@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import orjson
+from pydantic import Field, SecretStr
 
 from proxy.errors import UpstreamError
 from proxy.providers.base import (
@@ -17,13 +18,28 @@ from proxy.providers.base import (
     client_timeout,
     parse_error_body,
     raise_for_upstream_status,
-    sse_events,
     translating_errors,
 )
+from proxy.providers.spec import Capabilities, DefaultEntry, ProviderConfigBase, ProviderType
+from proxy.sse import sse_events
 from translators import openai as tr
 from translators.base import Usage
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class OpenAIProviderConfig(ProviderConfigBase):
+    """OpenAI or any OpenAI-compatible server (vLLM, Ollama, Groq, OpenRouter, ...)."""
+
+    type: Literal["openai"]
+    api_key: SecretStr | None = None
+    base_url: str = DEFAULT_BASE_URL
+    organization: str | None = None
+    project: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    # The /v1/responses door: "native" forwards to the upstream's own /responses untouched;
+    # "translate" (default) goes through chat completions like every other provider.
+    responses: Literal["translate", "native"] = "translate"
 
 
 class OpenAIProvider(Provider):
@@ -114,3 +130,35 @@ class OpenAIProvider(Provider):
                 stream.finish_reason = translator.finish_reason
             translator.finish()
             stream.usage = translator.usage
+
+
+def _default(env: Mapping[str, str]) -> DefaultEntry | None:
+    if not env.get("OPENAI_API_KEY"):
+        return None
+    provider = {"type": "openai", "api_key": env["OPENAI_API_KEY"]}
+    return (
+        "openai",
+        provider,
+        {"provider": "openai", "model": "gpt-4.1-mini", "description": "OpenAI"},
+    )
+
+
+PROVIDER_TYPE = ProviderType(
+    name="openai",
+    config=OpenAIProviderConfig,
+    provider=OpenAIProvider,
+    capabilities=Capabilities(
+        streaming=True,
+        tools=True,
+        parallel_tool_calls=True,
+        vision=True,
+        json_schema=True,
+        json_object=True,
+        reasoning=True,
+        n=True,
+        embeddings=True,
+    ),
+    key_vars=("OPENAI_API_KEY",),
+    price_provider="openai",
+    default=_default,
+)

@@ -19,15 +19,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from proxy.providers import registry
+
 log = logging.getLogger(__name__)
 
-# genai-prices names providers its own way; our provider *types* map onto its ids.
-_PRICE_PROVIDER = {
-    "openai": "openai",
-    "anthropic": "anthropic",
-    "gemini": "google",
-    "claude-agent": "anthropic",
-}
 _warned: set[tuple[str, str]] = set()
 
 Counts = tuple[int, int, int, int]  # prompt (incl. cached), completion, cache read, cache write
@@ -150,7 +145,8 @@ def price_usd(
     Token counts have OpenAI meaning (prompt includes cached), which is also what genai-prices
     expects for ``input_tokens``.
     """
-    provider_id = _PRICE_PROVIDER.get(provider_type)
+    # genai-prices names providers its own way; each provider type declares its id.
+    provider_id = registry.price_provider(provider_type)
     if provider_id is None or not model:
         return None
     counts = (prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens)

@@ -1,8 +1,8 @@
 """OpenAI chat-completions request -> Anthropic Messages request
 (docs/wire-formats.md 4.1-4.7, 4.10).
 
-Private half of :mod:`translators.anthropic`, which re-exports :func:`translate_request`. Split
-out only to keep each module readable; nothing here is imported from anywhere else.
+The request half of :mod:`translators.anthropic` (which re-exports :func:`translate_request`),
+like :mod:`translators.gemini_request` beside :mod:`translators.gemini`.
 """
 
 from __future__ import annotations
@@ -27,17 +27,6 @@ HANDLED_PARAMS = frozenset(
         "temperature", "top_p", "top_k", "n", "stop", "tools", "tool_choice",
         "parallel_tool_calls", "functions", "function_call", "response_format",
         "reasoning_effort", "user", "safety_identifier", "service_tier", "modalities",
-    }
-)  # fmt: skip
-
-#: Known OpenAI knobs with no Anthropic equivalent, dropped without error
-#: (docs/wire-formats.md 4.1). Listed for documentation; unknown keys are dropped the same way.
-IGNORED_PARAMS = frozenset(
-    {
-        "seed", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs",
-        "top_logprobs", "metadata", "store", "verbosity", "prediction", "audio",
-        "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention",
-        "web_search_options", "moderation",
     }
 )  # fmt: skip
 
