@@ -75,7 +75,7 @@ class ServerConfig(_Strict):
 
 
 class UsageConfig(_Strict):
-    # A file path (SQLite) or a postgresql:// URL (DESIGN.md, "Scale-out").
+    # A file path (SQLite) or a postgresql:// URL (docs/design.md, "Scale-out").
     database: str = "./persona-proxy.db"
     retention_days: float | None = Field(None, gt=0)  # None: keep every row
 

@@ -4,7 +4,7 @@ Messages API) and ``/v1/responses`` (OpenAI's Responses API).
 Each door is a thin adapter: it validates its own wire format, resolves the persona exactly as
 chat does, and either passes the body through untouched (when the door's format is the
 upstream's own) or translates it to the one internal chat call and the answer back
-(translators/messages_door.py, translators/responses_door.py). DESIGN.md, "More front doors".
+(translators/messages_door.py, translators/responses_door.py). docs/design.md, "More front doors".
 """
 
 from __future__ import annotations

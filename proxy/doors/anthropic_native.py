@@ -1,6 +1,6 @@
 """Native pass-through of the Messages door onto an ``anthropic`` persona.
 
-The client's body goes upstream as it came, except for what DESIGN.md says the persona
+The client's body goes upstream as it came, except for what docs/design.md says the persona
 applies: its ``model``, its ``system`` text as the first system block, and its ``params`` as
 defaults (under their Anthropic names). ``cache_control``, thinking signatures and fields the
 proxy does not know are untouched; the client's ``anthropic-version`` and ``anthropic-beta``

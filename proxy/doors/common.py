@@ -67,7 +67,7 @@ class Door:
             stream=False,
             client=request.get(CLIENT_NAME),
         )
-        self.rec.api = api  # the front door, ``requests.api`` (DESIGN.md)
+        self.rec.api = api  # the front door, ``requests.api`` (docs/design.md, "Usage store")
         request_started(request, self.rec, self.started)
         self.headers: dict[str, str] = {"x-request-id": request_id}
         self.name = ""

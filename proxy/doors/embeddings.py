@@ -1,5 +1,5 @@
 """``POST /v1/embeddings``: OpenAI's embeddings request and response on every persona whose
-provider has embeddings (DESIGN.md, "More front doors").
+provider has embeddings (docs/design.md, "More front doors").
 
 * ``openai``: the body passes through to ``{base_url}/embeddings`` with the persona's model,
   and the answer comes back byte for byte (its ``usage`` is read for the row).

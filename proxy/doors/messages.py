@@ -1,5 +1,5 @@
 """``POST /v1/messages`` and ``/v1/messages/count_tokens``: Anthropic's Messages API on every
-persona (DESIGN.md, "More front doors").
+persona (docs/design.md, "More front doors").
 
 On an ``anthropic`` persona the body passes through natively (proxy/doors/anthropic_native.py):
 ``cache_control``, thinking signatures and fields the proxy does not know arrive untouched.
@@ -7,8 +7,8 @@ Elsewhere the request becomes one internal chat call and the answer, streamed or
 back in Anthropic's shapes (translators/messages_door.py).
 
 Errors use Anthropic's envelope ``{"type": "error", "error": {"type", "message"}}`` with the
-statuses of DESIGN.md's table; an unavailable or overloaded upstream is ``overloaded_error``
-529, as Anthropic itself says it.
+statuses of the error table (docs/design.md, "Errors"); an unavailable or overloaded upstream
+is ``overloaded_error`` 529, as Anthropic itself says it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from translators.base import TranslationError
 
 log = logging.getLogger(__name__)
 
-# DESIGN.md: errors on /v1/messages use Anthropic's types with the statuses of the table.
+# docs/design.md, "More front doors": errors on /v1/messages use Anthropic's types with the
+# statuses of the table.
 _TYPE_OF_STATUS = {
     400: "invalid_request_error",
     401: "authentication_error",

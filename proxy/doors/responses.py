@@ -1,5 +1,5 @@
 """``POST /v1/responses``, ``GET`` and ``DELETE /v1/responses/{id}``: OpenAI's Responses API on
-every persona (DESIGN.md, "More front doors").
+every persona (docs/design.md, "More front doors").
 
 The request becomes one internal chat call (translators/responses_door.py) and the answer a
 ``Response`` object or its event stream. ``store`` (default true, as at OpenAI) keeps the

@@ -1,6 +1,6 @@
 """The access log (``server.access_log: text | json | off``): one line per request.
 
-Fields (DESIGN.md "Observability"): id, persona and served persona, provider, model, status,
+Fields (docs/design.md, "Observability"): id, persona and served persona, provider, model, status,
 HTTP status, latency, TTFT, tokens, cost, key name. Never content, never a secret: the client key
 appears only as its name (``rec.client``), and error messages are left out (they can quote what
 the client sent).

@@ -1,4 +1,4 @@
-"""Prometheus metrics (DESIGN.md "Observability"): aggregated per process from finished
+"""Prometheus metrics (docs/design.md, "Observability"): aggregated per process from finished
 requests, rendered by prometheus-client at scrape time, summed over the workers of one server.
 
 Why not prometheus-client's own Counter/Histogram objects: updating the ten series one request
@@ -43,7 +43,7 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 TOKEN_KINDS = ("prompt", "completion", "cached", "reasoning", "cache_write")
 
-# The governor's refusals (DESIGN "Client keys, rate limits and budgets") -> the ``limit`` label.
+# The governor's refusals (docs/design.md, "Client keys") -> the ``limit`` label.
 _LIMIT_OF_CODE = {
     "too_many_parallel_requests": "max_parallel",
     "insufficient_quota": "budget",

@@ -1,6 +1,6 @@
 """Routes of the observability surface: ``/metrics``, ``/admin/usage`` and ``/dashboard``.
 
-The admin guard (DESIGN.md "Admin surface"): ``/admin/*`` and ``/dashboard`` exist only when
+The admin guard (docs/design.md, "Observability"): ``/admin/*`` and ``/dashboard`` exist only when
 ``server.admin_key`` is set (404 otherwise); the key comes as ``Authorization: Bearer`` or, for
 the dashboard's browser, as an HttpOnly cookie set by its sign-in form. The cookie holds an
 HMAC of the key, never the key. A client key is recognised and refused with 403.

@@ -69,7 +69,8 @@ class ProviderConfigBase(_Strict):
 
 
 class Capabilities(TypedDict):
-    """What requests a provider type can serve (DESIGN: ``GET /v1/capabilities``)."""
+    """What requests a provider type can serve (``GET /v1/capabilities``, docs/design.md,
+    "Routing")."""
 
     streaming: bool
     tools: bool

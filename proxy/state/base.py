@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-WINDOW_S = 60.0  # rpm and tpm are sliding 60-second windows (DESIGN.md)
+WINDOW_S = 60.0  # rpm and tpm are sliding 60-second windows (docs/design.md, "Client keys")
 # An in-flight request holds a max_parallel slot at most this long, so a process that dies
 # mid-request cannot hold slots for ever (longer than any provider's default total timeout).
 LEASE_S = 3600.0

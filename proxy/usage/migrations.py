@@ -3,7 +3,7 @@
 Each migration is a name and its statements, written once with two type placeholders
 (``{INT}`` is SQLite's 64-bit INTEGER or PostgreSQL's BIGINT; ``{REAL}`` is REAL or DOUBLE
 PRECISION, since PostgreSQL's REAL is only 4 bytes). Applied names are kept in ``_migrations``;
-columns are added, never renamed (DESIGN.md, "Usage store").
+columns are added, never renamed (docs/design.md, "Usage store").
 
 Several processes may start at once (``serve --workers N``, replicas): on PostgreSQL the whole
 run holds a transaction-scoped advisory lock, so one process migrates and the others then see
@@ -79,7 +79,8 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         ],
     ),
     (
-        # One row per upstream try or skip (DESIGN.md, "Routing"); written with its request row.
+        # One row per upstream try or skip (docs/design.md, "Routing"); written with its request
+        # row.
         "m005_attempts",
         [
             """
@@ -99,7 +100,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         ],
     ),
     (
-        # Run-time client keys, stored hashed (DESIGN.md, "Client keys"); owned by proxy/keys.
+        # Run-time client keys, stored hashed (docs/design.md, "Client keys"); owned by proxy/keys.
         "m006_client_keys",
         [
             """
@@ -119,7 +120,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         ],
     ),
     (
-        # Stored Responses API objects (DESIGN.md, "More front doors").
+        # Stored Responses API objects (docs/design.md, "More front doors").
         "m007_responses",
         [
             """

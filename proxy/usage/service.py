@@ -4,7 +4,8 @@
 :class:`~proxy.usage.db.Database` (SQLite file or PostgreSQL URL), applies the named
 migrations, starts the batched :class:`~proxy.usage.store.UsageWriter`, and when
 ``usage.retention_days`` is set prunes older rows in the background, at start and then hourly
-(DESIGN.md, "Scale-out"). On exit the writer flushes every queued row before the database closes.
+(docs/design.md, "Scale-out"). On exit the writer flushes every queued row before the database
+closes.
 """
 
 from __future__ import annotations

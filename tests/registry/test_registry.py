@@ -67,7 +67,8 @@ def test_fixture_type_key_var_default_config_capabilities_and_price(shout):
 
 
 def test_builtin_capability_tables():
-    """DESIGN: ``n`` is true where several choices can come back (openai, gemini, echo)."""
+    """``n`` is true where several choices can come back: openai, gemini, echo (docs/design.md,
+    "Routing")."""
     caps = {name: registry.capabilities(name) for name in registry.provider_types()}
     assert {name for name, c in caps.items() if c["n"]} == {"openai", "gemini", "echo"}
     assert caps["claude-agent"]["json_schema"] is False
