@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from random import getrandbits
 from typing import Any
@@ -77,28 +76,14 @@ def resolve_persona(
 
 
 def apply_persona(body: dict[str, Any], persona: Persona) -> dict[str, Any]:
-    """Persona params are defaults under the request's own values; persona system text goes
-    first, as its own message, ahead of the client's system messages."""
+    """Persona params are defaults under the request's own values. The persona's system text
+    is not put in the messages: providers pass it to their translator (``Call.system``), so
+    ``messages[N]`` in an error is the client's own message N."""
     merged = dict(body)
     for key, value in persona.params.items():
         if merged.get(key) is None:
             merged[key] = value
-    if persona.system:
-        merged["messages"] = [{"role": "system", "content": persona.system}, *body["messages"]]
     return merged
-
-
-_MESSAGE_INDEX = re.compile(r"messages\[(\d+)\]")
-
-
-def _client_indices(exc: ProxyError, shift: int) -> None:
-    """Point ``messages[N]`` in an error back at the client's own message: the persona's system
-    text was prepended as message 0, which the client never sent."""
-    if not shift or not exc.param or not exc.param.startswith("messages["):
-        return
-    fix = lambda m: f"messages[{int(m.group(1)) - shift}]"  # noqa: E731
-    exc.param = _MESSAGE_INDEX.sub(fix, exc.param)
-    exc.message = _MESSAGE_INDEX.sub(fix, exc.message)
 
 
 _second: list[Any] = [None, ""]  # the last whole second seen, and its ISO text
@@ -153,7 +138,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     )
     request_started(request, rec, started)
     headers = {"x-request-id": completion_id}
-    shift = 0
     try:
         body = validate_chat_request(await _read_json(request, settings.server.max_body_bytes))
         rec.stream = bool(body.get("stream"))
@@ -165,7 +149,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         rec.model = persona.model
         headers.update({"x-persona": name, "x-provider": provider.name})
         body = apply_persona(body, persona)
-        shift = 1 if persona.system else 0
         opts = body.get("stream_options") or {}
         call = Call(
             body=body,
@@ -190,7 +173,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             body=orjson.dumps(result.body), content_type="application/json", headers=headers
         )
     except ProxyError as exc:
-        _client_indices(exc, shift)
         rec.fail(exc, http_status=exc.status)
         if exc.status >= 500:
             log.warning("%s %s persona=%s: %s", completion_id, exc.status, rec.persona, exc.message)

@@ -75,6 +75,8 @@ class SSEDecoder:
             end = buf.find(b"\n\n", pos)
             if end < 0:
                 break
+            if end - start > self._max:
+                raise self._too_large()
             event = _parse_block(bytes(buf[start:end]))
             if event is not None:
                 events.append(event)
@@ -83,11 +85,14 @@ class SSEDecoder:
             del buf[:start]
         self._scan = len(buf)
         if len(buf) > self._max:
-            raise UpstreamError(
-                f"upstream sent a stream event larger than {self._max} bytes",
-                code="upstream_bad_response",
-            )
+            raise self._too_large()
         return events
+
+    def _too_large(self) -> UpstreamError:
+        return UpstreamError(
+            f"upstream sent a stream event larger than {self._max} bytes (max_response_bytes)",
+            code="upstream_bad_response",
+        )
 
     def flush(self) -> list[SSEEvent]:
         """Whatever is left when the body ends (a final event without its blank line)."""
@@ -121,19 +126,23 @@ async def sse_events(
     resp: aiohttp.ClientResponse,
     *,
     first_byte: float | None = None,
+    first_byte_deadline: float | None = None,
     max_event_bytes: int = MAX_EVENT_BYTES,
 ) -> AsyncIterator[SSEEvent]:
     """Decoded SSE events of an upstream response.
 
-    The first event must arrive within ``first_byte`` seconds; later gaps are bounded by the
-    session's ``sock_read`` (the idle timeout).
+    The first event must arrive by ``first_byte_deadline`` (event-loop time), or within
+    ``first_byte`` seconds from now; later gaps are bounded by the session's ``sock_read`` (the
+    idle timeout).
     """
+    if first_byte is not None and first_byte_deadline is None:
+        first_byte_deadline = asyncio.get_running_loop().time() + first_byte
     decoder = SSEDecoder(max_event_bytes)
     content = resp.content
-    waiting_first = first_byte is not None
+    waiting_first = first_byte_deadline is not None
     while True:
         if waiting_first:
-            async with asyncio.timeout(first_byte):
+            async with asyncio.timeout_at(first_byte_deadline):
                 data = await content.readany()
         else:
             data = await content.readany()

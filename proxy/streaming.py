@@ -103,6 +103,11 @@ async def _pump(
     provider: str,
 ) -> None:
     write = resp.write
+    # With include_usage, OpenAI puts "usage": null on every chunk but the last; so does the
+    # proxy, whatever the provider (https://platform.openai.com/docs/api-reference/chat-streaming).
+    null_usage = call.include_usage
+    if null_usage:
+        first.setdefault("usage", None)
     await write(encode(first))
     stream_resume()
     while True:
@@ -110,6 +115,8 @@ async def _pump(
             chunk = await next_chunk(chunks, provider)
         except StopAsyncIteration:
             break
+        if null_usage:
+            chunk.setdefault("usage", None)
         await write(encode(chunk))
     attempt_end()
     if call.include_usage and stream.usage is not None:

@@ -158,6 +158,8 @@ def test_streaming_sends_tokens_as_they_come(start_proxy: Start, fake_cli: FakeC
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.total_tokens == 166
+    # As OpenAI does with include_usage: "usage": null on every chunk but the last.
+    assert all("usage" in c.model_fields_set and c.usage is None for c in chunks[:-1])
     assert all(c.id == chunks[0].id and c.model == MODEL for c in chunks)
     [run] = fake_cli.runs()
     assert "--include-partial-messages" in run.argv
@@ -301,6 +303,7 @@ def test_a_wrap_up_turn_after_deferral_is_dropped(start_proxy: Start, fake_cli: 
         ("crash", 502, "claude_cli_crashed", ["exited with code 3", "fell over"]),
         ("malformed", 502, "upstream_bad_response", ["cannot read"]),
         ("max_turns", 502, "claude_max_turns", ["max_turns=1"]),
+        ("api_timeout", 504, "upstream_timeout", ["timed out"]),
     ],
 )
 @pytest.mark.parametrize("stream", [False, True])

@@ -333,6 +333,10 @@ class _MessageBuilder:
         else:
             raise TranslationError(f"unknown message role {role!r}", param=f"{param}.role")
 
+    def add_system(self, text: str) -> None:
+        """The persona's system text (not a client message: no index of its own)."""
+        self._add_system({"role": "system", "content": text}, param="system")
+
     def _add_system(self, msg: JSONDict, *, param: str) -> None:
         # Every system/developer message keeps its own block, in order, wherever it appeared:
         # the persona's text stays a stable prefix, which is what prompt caching keys on.
@@ -546,14 +550,16 @@ def translate_request(
     *,
     model: str,
     default_max_tokens: int,
+    system: str | None = None,
     sampling_params: bool = True,
     thinking_lookup: ThinkingLookup | None = None,
 ) -> JSONDict:
     """Build the Anthropic Messages body (without ``stream``) for an OpenAI request.
 
     Args:
-        body: The OpenAI request, validated, persona applied. Not mutated.
+        body: The OpenAI request, validated, persona params applied. Not mutated.
         model: The upstream model.
+        system: The persona's system text: the first system block, before the client's.
         default_max_tokens: ``max_tokens`` when the request sets neither ``max_completion_tokens``
             nor ``max_tokens`` (Anthropic requires one).
         sampling_params: False when the API version rejects ``temperature``/``top_p``/``top_k``
@@ -576,6 +582,8 @@ def translate_request(
     traits = model_traits(model)
 
     builder = _MessageBuilder(thinking_lookup)
+    if system:
+        builder.add_system(system)
     for i, msg in enumerate(body.get("messages") or ()):
         builder.add(i, msg)
     response_format = body.get("response_format") or {}

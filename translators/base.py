@@ -17,7 +17,7 @@ translator, adds the ``include_usage`` chunk and the ``[DONE]`` terminator.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
 
@@ -89,6 +89,36 @@ class Usage:
             "prompt_tokens_details": prompt_details,
             "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
         }
+
+
+class StreamSource(Protocol):
+    """What a stream's totals are read from: a stream translator, or plain totals."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def usage(self) -> Usage | None: ...
+
+    @property
+    def finish_reason(self) -> str | None: ...
+
+
+class StreamTranslator(StreamSource, Protocol):
+    """One streamed response: upstream events in, OpenAI chunks out.
+
+    ``feed`` takes one upstream event (a parsed JSON object, or an SDK message for
+    claude-agent) and returns the chunks it completes; ``finish`` is called when the upstream
+    ends and returns the last chunks, or raises :class:`UpstreamFormatError` if the stream was
+    cut short. ``complete`` turns true once the upstream said it was done.
+    """
+
+    @property
+    def complete(self) -> bool: ...
+
+    def feed(self, event: Any, /) -> list[JSONDict]: ...
+
+    def finish(self) -> list[JSONDict]: ...
 
 
 @dataclass(slots=True)

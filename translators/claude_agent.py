@@ -136,14 +136,14 @@ class AgentRequest:
 # request
 
 
-def translate_request(body: JSONDict, *, model: str) -> AgentRequest:
+def translate_request(body: JSONDict, *, model: str, system: str | None = None) -> AgentRequest:
     """Map an OpenAI request (validated, persona applied) to an :class:`AgentRequest`.
 
     Raises:
         TranslationError: The request cannot be expressed for Claude (HTTP 400).
     """
     # max_tokens only decides thinking budgets here; the real limit goes through the env.
-    out = anthropic.translate_request(body, model=model, default_max_tokens=32000)
+    out = anthropic.translate_request(body, model=model, system=system, default_max_tokens=32000)
     system = "\n\n".join(b["text"] for b in out.get("system") or () if b.get("text")) or None
     messages = [_prefixed(m) for m in out["messages"]]
 

@@ -105,12 +105,19 @@ def needs_signatures(model: str) -> bool:
     return match is None or int(match.group(1)) >= 3
 
 
-def translate_request(body: JSONDict, *, model: str, recall: CallLookup | None = None) -> JSONDict:
+def translate_request(
+    body: JSONDict,
+    *,
+    model: str,
+    system: str | None = None,
+    recall: CallLookup | None = None,
+) -> JSONDict:
     """The Gemini ``GenerateContentRequest`` for an OpenAI request.
 
     Args:
         body: The validated OpenAI request (persona applied). Not modified.
         model: The Gemini model that will serve it (signatures are checked against it).
+        system: The persona's system text: the first system part, before the client's.
         recall: The provider's memory of tool calls it returned: signatures for clients that
             drop ``extra_content``, and which ids were Gemini's own.
 
@@ -119,6 +126,8 @@ def translate_request(body: JSONDict, *, model: str, recall: CallLookup | None =
     """
     budget = SchemaBudget()
     builder = _ContentBuilder(model=model, recall=recall)
+    if system:
+        builder.add({"role": "system", "content": system}, param="system")
     for i, msg in enumerate(body["messages"]):
         builder.add(msg, param=f"messages[{i}]")
     contents, system = builder.finish()

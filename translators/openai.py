@@ -13,10 +13,15 @@ from typing import Any
 from translators.base import JSONDict, ResponseMeta, UpstreamFormatError, Usage
 
 
-def translate_request(body: JSONDict, *, model: str, stream: bool) -> JSONDict:
-    """The upstream body: the client's body with the persona's model (and usage on streams)."""
+def translate_request(
+    body: JSONDict, *, model: str, system: str | None = None, stream: bool = False
+) -> JSONDict:
+    """The upstream body: the client's body with the persona's model and system text first (and
+    usage on streams)."""
     out = dict(body)
     out["model"] = model
+    if system:
+        out["messages"] = [{"role": "system", "content": system}, *body["messages"]]
     if stream:
         out["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
     return out

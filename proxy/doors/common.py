@@ -111,7 +111,8 @@ class Door:
 
 
 def apply_persona_chat(body: dict[str, Any], persona: Persona) -> dict[str, Any]:
-    """Persona params as defaults and its system text first, as chat does."""
+    """Persona params as defaults, as chat does (the persona's system text reaches the
+    translator through ``Call.system``)."""
     from proxy.handlers import apply_persona  # noqa: PLC0415
 
     return apply_persona(body, persona)

@@ -10,27 +10,19 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from typing import Any, Literal
 
-import orjson
+import aiohttp
 from pydantic import Field, SecretStr
 
 from proxy.errors import upstream_status_error
-from proxy.providers.base import (
-    Call,
-    ChunkStream,
-    Completion,
-    Provider,
-    client_timeout,
-    parse_error_body,
-    raise_for_upstream_status,
-    translating_errors,
-)
+from proxy.providers.base import Call, Completion
+from proxy.providers.http import HTTPProvider
 from proxy.providers.spec import Capabilities, DefaultEntry, ProviderConfigBase, ProviderType
-from proxy.sse import sse_events
+from proxy.sse import SSEEvent
 from translators import anthropic as tr
+from translators.base import JSONDict
 
 # In-stream `event: error` carries only a type; this is the status Anthropic would have used.
 _STATUS_OF_ERROR_TYPE = {
@@ -61,13 +53,12 @@ class AnthropicProviderConfig(ProviderConfigBase):
     headers: dict[str, str] = Field(default_factory=dict)
 
 
-class AnthropicProvider(Provider):
+class AnthropicProvider(HTTPProvider):
     type = "anthropic"
 
-    def __init__(self, name: str, config: Any, session: Any) -> None:
+    def __init__(self, name: str, config: Any, session: aiohttp.ClientSession) -> None:
         super().__init__(name, config, session)
         self.url = config.base_url.rstrip("/") + "/v1/messages"
-        self.timeout = client_timeout(config.timeout)
         # API version 2026-10-21 rejects temperature/top_p/top_k outright
         # (docs/wire-formats.md 0.2).
         self.sampling_params = config.anthropic_version == "2023-06-01"
@@ -80,9 +71,6 @@ class AnthropicProvider(Provider):
             self._headers_base["anthropic-beta"] = ",".join(config.anthropic_beta)
         self._thinking: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         self._dropped_logged: set[str] = set()
-
-    def _headers(self) -> dict[str, str]:
-        return {**self._headers_base, "x-api-key": self.api_key()}
 
     def _remember_thinking(self, tool_call_ids: list[str], blocks: list[dict[str, Any]]) -> None:
         if not tool_call_ids or not blocks:
@@ -104,28 +92,45 @@ class AnthropicProvider(Provider):
                 ", ".join(new),
             )
 
-    def _body(self, call: Call, *, stream: bool) -> bytes:
+    def _headers(self) -> dict[str, str]:
+        return {**self._headers_base, "x-api-key": self.api_key()}
+
+    # -- HTTPProvider hooks
+
+    def endpoint(self, call: Call, *, stream: bool) -> str:
+        return self.url
+
+    async def request_headers(self, call: Call) -> dict[str, str]:
+        return self._headers()
+
+    def request_body(self, call: Call, *, stream: bool) -> JSONDict:
         self._log_dropped(call.body)
         body = tr.translate_request(
             call.body,
             model=call.model,
+            system=call.system,
             default_max_tokens=self.config.default_max_tokens,
             sampling_params=self.sampling_params,
             thinking_lookup=self._thinking.get,
         )
         if stream:
             body["stream"] = True
-        return orjson.dumps(body)
+        return body
 
-    async def complete(self, call: Call) -> Completion:
-        with translating_errors(self.name):
-            data = self._body(call, stream=False)
-            async with self.session.post(
-                self.url, data=data, headers=self._headers(), timeout=self.timeout
-            ) as resp:
-                await raise_for_upstream_status(resp, provider=self.name, parse=parse_error_body)
-                answer = orjson.loads(await resp.read())
-            result, usage = tr.translate_response(answer, meta=call.meta)
+    def check_event(self, event: SSEEvent, data: JSONDict) -> None:
+        if event.event == "error" or data.get("type") == "error":
+            err = data.get("error")
+            err = err if isinstance(err, dict) else {}
+            kind = str(err.get("type") or "api_error")
+            raise upstream_status_error(
+                provider=self.name,
+                status=_STATUS_OF_ERROR_TYPE.get(kind, 500),
+                message=str(err.get("message") or ""),
+                upstream_type=kind,
+            )
+
+    def translate_response(self, call: Call, answer: JSONDict) -> Completion:
+        result, usage = tr.translate_response(answer, meta=call.meta)
         message = result["choices"][0]["message"]
         self._remember_thinking(
             [tc["id"] for tc in message.get("tool_calls") or []],
@@ -138,46 +143,11 @@ class AnthropicProvider(Provider):
             finish_reason=result["choices"][0]["finish_reason"],
         )
 
-    @asynccontextmanager
-    async def stream(self, call: Call) -> AsyncIterator[ChunkStream]:
-        with translating_errors(self.name):
-            data = self._body(call, stream=True)
-            resp = await self.session.post(
-                self.url, data=data, headers=self._headers(), timeout=self.timeout
-            )
-        try:
-            with translating_errors(self.name):
-                await raise_for_upstream_status(resp, provider=self.name, parse=parse_error_body)
-            stream = ChunkStream(model=call.model)
-            stream.chunks = self._chunks(resp, tr.AnthropicStreamTranslator(call.meta), stream)
-            yield stream
-        finally:
-            resp.release()
+    def stream_translator(self, call: Call) -> tr.AnthropicStreamTranslator:
+        return tr.AnthropicStreamTranslator(call.meta)
 
-    async def _chunks(
-        self, resp: Any, translator: tr.AnthropicStreamTranslator, stream: ChunkStream
-    ) -> AsyncIterator[dict[str, Any]]:
-        with translating_errors(self.name):
-            async for event in sse_events(resp, first_byte=self.config.timeout.first_byte):
-                data = orjson.loads(event.data)
-                if event.event == "error" or data.get("type") == "error":
-                    err = data.get("error") or {}
-                    kind = err.get("type") or "api_error"
-                    raise upstream_status_error(
-                        provider=self.name,
-                        status=_STATUS_OF_ERROR_TYPE.get(kind, 500),
-                        message=err.get("message") or "",
-                        upstream_type=kind,
-                    )
-                chunks = translator.feed(data)
-                # Totals first: the driver reads stream.model as soon as the first chunk arrives.
-                stream.model = translator.model
-                stream.usage = translator.usage
-                stream.finish_reason = translator.finish_reason
-                for chunk in chunks:
-                    yield chunk
-            for chunk in translator.finish():
-                yield chunk
+    def observe(self, call: Call, translator: tr.AnthropicStreamTranslator) -> None:
+        if translator.complete:
             self._remember_thinking(translator.tool_call_ids, translator.thinking_blocks)
 
 

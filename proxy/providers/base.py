@@ -28,7 +28,14 @@ from proxy.errors import (
 )
 from proxy.providers import registry
 from proxy.providers.spec import Timeouts
-from translators.base import ResponseMeta, TranslationError, UpstreamFormatError, Usage
+from translators.base import (
+    JSONDict,
+    ResponseMeta,
+    StreamSource,
+    TranslationError,
+    UpstreamFormatError,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from proxy.config import Persona
@@ -39,8 +46,9 @@ class Call:
     """One client request, resolved to a persona and ready for a provider.
 
     Attributes:
-        body: The OpenAI request: validated, persona ``params`` merged under the client's own
-            values, persona ``system`` text prepended as a system message. Never mutated.
+        body: The client's OpenAI request: validated, persona ``params`` merged under the
+            client's own values. Never mutated. The persona's ``system`` text is not in it:
+            translators take it as an argument (:attr:`system`).
         persona: Its config.
         meta: Id, timestamp and configured model for the response.
         include_usage: Whether the client asked for the ``include_usage`` chunk.
@@ -55,6 +63,11 @@ class Call:
     def model(self) -> str:
         return self.persona.model
 
+    @property
+    def system(self) -> str | None:
+        """The persona's system text: translators put it first, before the client's own."""
+        return self.persona.system
+
 
 @dataclass(slots=True)
 class Completion:
@@ -67,21 +80,41 @@ class Completion:
 
 
 @dataclass(slots=True)
-class ChunkStream:
-    """OpenAI chunks from an upstream stream, plus its running totals.
-
-    ``chunks`` (set by the provider) yields chunk dicts; ``usage``, ``model`` and
-    ``finish_reason`` are final once it is exhausted. Providers fill them in as the stream goes,
-    and set ``model`` before yielding the first chunk (it becomes a response header).
-    """
+class StreamTotals:
+    """Running totals for a stream whose provider has no translator (echo, test fixtures)."""
 
     model: str
-    chunks: AsyncIterator[dict[str, Any]] | None = None
     usage: Usage | None = None
     finish_reason: str | None = None
 
-    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        assert self.chunks is not None, "the provider must set chunks before yielding the stream"
+
+class ChunkStream:
+    """OpenAI chunks from an upstream stream, and the running totals of what produced them.
+
+    ``model``, ``usage`` and ``finish_reason`` are read from ``source`` (the stream translator,
+    or a :class:`StreamTotals`) whenever asked: ``model`` is current as soon as the first chunk
+    is out (it becomes a response header), the others are final once the chunks are exhausted.
+    """
+
+    __slots__ = ("source", "chunks")
+
+    def __init__(self, source: StreamSource, chunks: AsyncIterator[JSONDict]) -> None:
+        self.source = source
+        self.chunks = chunks
+
+    @property
+    def model(self) -> str:
+        return self.source.model
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.source.usage
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.source.finish_reason
+
+    def __aiter__(self) -> AsyncIterator[JSONDict]:
         return self.chunks
 
 
@@ -188,11 +221,12 @@ async def raise_for_upstream_status(
     provider: str,
     parse: ErrorParser,
     retry_after: str | None = None,
+    limit: int = 1024 * 1024,
 ) -> None:
     """Raise the mapped :class:`ProxyError` when ``resp`` is not a success."""
     if resp.status < 400:
         return
-    raw = await resp.read()
+    raw = await read_head(resp, limit)  # an error body is short; never hold a huge one
     message, upstream_type = parse(resp.status, raw)
     raise upstream_status_error(
         provider=provider,
@@ -201,6 +235,18 @@ async def raise_for_upstream_status(
         retry_after=retry_after or retry_after_of(resp.headers),
         upstream_type=upstream_type,
     )
+
+
+async def read_head(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """At most the first ``limit`` bytes of the body."""
+    pieces: list[bytes] = []
+    size = 0
+    async for piece in resp.content.iter_any():
+        pieces.append(piece)
+        size += len(piece)
+        if size >= limit:
+            break
+    return b"".join(pieces)[:limit]
 
 
 def parse_error_body(status: int, raw: bytes) -> tuple[str, str | None]:

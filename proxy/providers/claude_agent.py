@@ -28,6 +28,7 @@ import datetime
 import functools
 import importlib.util
 import logging
+import re
 import shutil
 import tempfile
 import time
@@ -56,6 +57,9 @@ from translators import claude_agent as tr
 from translators.base import UpstreamFormatError
 
 log = logging.getLogger(__name__)
+
+#: How Claude Code words an API call that timed out ("API Error: Request timed out.").
+_TIMED_OUT = re.compile(r"\btimed out\b|\btimeout\b", re.IGNORECASE)
 
 
 class ClaudeAgentProviderConfig(ProviderConfigBase):
@@ -166,26 +170,18 @@ class ClaudeAgentProvider(Provider):
         req = self._translate(call)
         async with self._slot(), self._run(call, req, partial=True) as run:
             translator = tr.AgentStreamTranslator(call.meta)
-            out = ChunkStream(chunks=_empty(), model=call.model)
 
             async def chunks() -> AsyncIterator[dict[str, Any]]:
-                try:
-                    with self._mapping_errors(run):
-                        async for message in run.messages():
-                            for chunk in translator.feed(message):
-                                out.model = translator.model
-                                yield chunk
-                        for chunk in translator.finish():
+                with self._mapping_errors(run):
+                    async for message in run.messages():
+                        for chunk in translator.feed(message):
                             yield chunk
-                finally:
-                    out.model = translator.model
-                    out.usage = translator.usage
-                    out.finish_reason = translator.finish_reason
+                    for chunk in translator.finish():
+                        yield chunk
 
             gen = chunks()
-            out.chunks = gen
             try:
-                yield out
+                yield ChunkStream(translator, gen)
             finally:
                 await gen.aclose()
 
@@ -197,7 +193,7 @@ class ClaudeAgentProvider(Provider):
 
     def _translate(self, call: Call) -> tr.AgentRequest:
         with translating_errors(self.name):
-            req = tr.translate_request(call.body, model=call.model)
+            req = tr.translate_request(call.body, model=call.model, system=call.system)
         for key in req.ignored:
             if key not in self._logged:
                 self._logged.add(key)
@@ -318,6 +314,11 @@ class ClaudeAgentProvider(Provider):
                 f"{where} stopped after max_turns={self.config.max_turns} turns: {exc.message}",
                 code="claude_max_turns",
             )
+        if exc.api_status in (408, 504) or (
+            exc.api_status is None and _TIMED_OUT.search(exc.message) is not None
+        ):
+            # The CLI's own API call timed out (API_TIMEOUT_MS): a timeout, like ours (504).
+            return UpstreamTimeout(f"{where} timed out waiting for the API: {exc.message}")
         if exc.api_status is not None and exc.api_status >= 400:
             return upstream_status_error(
                 provider=self.name, status=exc.api_status, message=exc.message
@@ -380,11 +381,6 @@ class ClaudeAgentProvider(Provider):
             f"{str(exc)[:300]}",
             code="upstream_error",
         )
-
-
-async def _empty() -> AsyncIterator[dict[str, Any]]:
-    return
-    yield  # pragma: no cover
 
 
 async def _defer_tool_call(_input: Any, _tool_use_id: Any, _context: Any) -> dict[str, Any]:

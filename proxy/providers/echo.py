@@ -16,7 +16,7 @@ from typing import Any, Literal
 import orjson
 
 from proxy.errors import InvalidRequest
-from proxy.providers.base import Call, ChunkStream, Completion, Provider
+from proxy.providers.base import Call, ChunkStream, Completion, Provider, StreamTotals
 from proxy.providers.spec import Capabilities, DefaultEntry, ProviderConfigBase, ProviderType
 from translators.base import ChunkFactory, Usage, completion, text_of
 from translators.json_example import example_for
@@ -63,7 +63,7 @@ class EchoProvider(Provider):
     def _answer(self, call: Call) -> tuple[dict[str, Any], str, Usage]:
         body = call.body
         messages = body["messages"]
-        prompt_words = 0
+        prompt_words = _words(call.system or "")
         for msg in messages:
             content = msg.get("content")
             if isinstance(content, list):
@@ -115,12 +115,11 @@ class EchoProvider(Provider):
     @asynccontextmanager
     async def stream(self, call: Call) -> AsyncIterator[ChunkStream]:
         message, finish, usage = self._answer(call)
-        stream = ChunkStream(model=call.model)
-        stream.chunks = self._chunks(call, message, finish, usage, stream)
-        yield stream
+        totals = StreamTotals(call.model)
+        yield ChunkStream(totals, self._chunks(call, message, finish, usage, totals))
 
     async def _chunks(
-        self, call: Call, message: dict[str, Any], finish: Any, usage: Usage, stream: ChunkStream
+        self, call: Call, message: dict[str, Any], finish: Any, usage: Usage, totals: StreamTotals
     ) -> AsyncIterator[dict[str, Any]]:
         factory = ChunkFactory(call.meta, call.model)
         yield factory.chunk({"role": "assistant", "content": ""})
@@ -130,8 +129,8 @@ class EchoProvider(Provider):
         pieces = _WORDS.findall(text) or ([text] if text else [])
         for piece in pieces:
             yield factory.chunk({"content": piece})
-        stream.finish_reason = finish
-        stream.usage = usage
+        totals.finish_reason = finish
+        totals.usage = usage
         yield factory.chunk({}, finish)
 
 

@@ -27,27 +27,21 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from typing import Any, Literal
 
+import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from proxy.errors import ProxyError, UpstreamError, upstream_status_error
-from proxy.providers.base import (
-    Call,
-    ChunkStream,
-    Completion,
-    Provider,
-    client_timeout,
-    retry_after_of,
-    translating_errors,
-)
+from proxy.providers.base import Call, Completion, read_head, retry_after_of
+from proxy.providers.http import HTTPProvider, expect_object
 from proxy.providers.spec import Capabilities, DefaultEntry, ProviderConfigBase, ProviderType
 from proxy.providers.vertex import VertexCredentials, vertex_host
-from proxy.sse import sse_events
+from proxy.sse import SSEEvent
 from translators import gemini as tr
+from translators.base import JSONDict
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +110,13 @@ _CREDENTIAL_REASONS = frozenset(
 )
 
 
-class GeminiProvider(Provider):
+class GeminiProvider(HTTPProvider):
     """Gemini through the Developer API, or Vertex AI when ``vertex`` is configured."""
 
     type = "gemini"
 
-    def __init__(self, name: str, config: Any, session: Any) -> None:
+    def __init__(self, name: str, config: Any, session: aiohttp.ClientSession) -> None:
         super().__init__(name, config, session)
-        self.timeout = client_timeout(config.timeout)
         self.vertex: VertexCredentials | None = None
         if config.vertex is not None:
             self.vertex = VertexCredentials(name)
@@ -159,26 +152,6 @@ class GeminiProvider(Provider):
             path = f"publishers/google/models/{model}"
         return f"{self._prefix}/{path}{method}"
 
-    async def _headers(self) -> dict[str, str]:
-        headers = dict(self._static_headers)
-        if self.vertex is not None:
-            headers.update(await self.vertex.headers())
-        else:
-            headers["x-goog-api-key"] = self.api_key()
-        return headers
-
-    def _body(self, call: Call) -> bytes:
-        # Parameters Gemini has no equivalent for are dropped, not refused; say so once per
-        # parameter, so an operator can tell why `logit_bias` had no effect.
-        new = [k for k in tr.dropped_params(call.body) if k not in self._dropped_logged]
-        if new:
-            self._dropped_logged.update(new)
-            log.info(
-                "provider %r: Gemini has no equivalent for %s; dropped", self.name, ", ".join(new)
-            )
-        body = tr.translate_request(call.body, model=call.model, recall=self._recall)
-        return orjson.dumps(body)
-
     def _recall(self, call_id: str) -> tr.RememberedCall | None:
         memo = self._calls.get(call_id)
         if memo is not None:
@@ -197,31 +170,63 @@ class GeminiProvider(Provider):
         while len(self._calls) > CALL_MEMORY_SIZE:
             self._calls.popitem(last=False)
 
-    async def _raise_for_status(self, resp: Any) -> None:
+    # -- HTTPProvider hooks
+
+    def endpoint(self, call: Call, *, stream: bool) -> str:
+        return self.url(call.model, stream=stream)
+
+    async def request_headers(self, call: Call) -> dict[str, str]:
+        return await self._headers()
+
+    async def _headers(self) -> dict[str, str]:
+        headers = dict(self._static_headers)
+        if self.vertex is not None:
+            headers.update(await self.vertex.headers())
+        else:
+            headers["x-goog-api-key"] = self.api_key()
+        return headers
+
+    def request_body(self, call: Call, *, stream: bool) -> JSONDict:
+        # Parameters Gemini has no equivalent for are dropped, not refused; say so once per
+        # parameter, so an operator can tell why `logit_bias` had no effect.
+        new = [k for k in tr.dropped_params(call.body) if k not in self._dropped_logged]
+        if new:
+            self._dropped_logged.update(new)
+            log.info(
+                "provider %r: Gemini has no equivalent for %s; dropped", self.name, ", ".join(new)
+            )
+        return tr.translate_request(
+            call.body, model=call.model, system=call.system, recall=self._recall
+        )
+
+    async def _raise_for_status(self, resp: aiohttp.ClientResponse) -> None:
+        await self.check_status(resp)
+
+    async def check_status(self, resp: aiohttp.ClientResponse) -> None:
         if resp.status < 400:
             return
-        raw = await resp.read()
+        raw = await read_head(resp, 1024 * 1024)
         if resp.status == 401 and self.vertex is not None:
             self.vertex.invalidate()  # revoked early: fetch a new token next time
         raise gemini_error(self.name, raw, http_status=resp.status, headers=resp.headers)
 
-    # -- Provider
+    def decode_event(self, event: SSEEvent) -> JSONDict | None:
+        if not event.data.strip():
+            return None
+        data = orjson.loads(event.data)
+        if isinstance(data, list) and len(data) == 1:
+            data = data[0]
+        return expect_object(data)
 
-    async def complete(self, call: Call) -> Completion:
-        with translating_errors(self.name):
-            data = self._body(call)
-            headers = await self._headers()
-            async with self.session.post(
-                self.url(call.model, stream=False),
-                data=data,
-                headers=headers,
-                timeout=self.timeout,
-            ) as resp:
-                await self._raise_for_status(resp)
-                answer = orjson.loads(await resp.read())
-            if isinstance(answer, dict) and "error" in answer:
-                raise gemini_error(self.name, answer)
-            result, usage, calls = tr.translate_response_calls(answer, meta=call.meta)
+    def check_event(self, event: SSEEvent, data: JSONDict) -> None:
+        if "error" in data:
+            # After the 200, Gemini reports failures in-band (docs/wire-formats.md 3.4).
+            raise gemini_error(self.name, data)
+
+    def translate_response(self, call: Call, answer: JSONDict) -> Completion:
+        if "error" in answer:
+            raise gemini_error(self.name, answer)
+        result, usage, calls = tr.translate_response_calls(answer, meta=call.meta)
         self._remember(calls, call.model)
         return Completion(
             body=result,
@@ -230,54 +235,13 @@ class GeminiProvider(Provider):
             finish_reason=result["choices"][0]["finish_reason"],
         )
 
-    @asynccontextmanager
-    async def stream(self, call: Call) -> AsyncIterator[ChunkStream]:
-        with translating_errors(self.name):
-            data = self._body(call)
-            headers = await self._headers()
-            resp = await self.session.post(
-                self.url(call.model, stream=True),
-                data=data,
-                headers=headers,
-                timeout=self.timeout,
-            )
-        try:
-            with translating_errors(self.name):
-                await self._raise_for_status(resp)
-            stream = ChunkStream(model=call.model)
-            translator = tr.GeminiStreamTranslator(call.meta)
-            stream.chunks = self._chunks(resp, translator, stream, call.model)
-            yield stream
-        finally:
-            resp.release()
+    def stream_translator(self, call: Call) -> tr.GeminiStreamTranslator:
+        return tr.GeminiStreamTranslator(call.meta)
 
-    async def _chunks(
-        self, resp: Any, translator: tr.GeminiStreamTranslator, stream: ChunkStream, model: str
-    ) -> AsyncIterator[dict[str, Any]]:
-        remembered = 0
-        with translating_errors(self.name):
-            async for event in sse_events(resp, first_byte=self.config.timeout.first_byte):
-                if not event.data.strip():
-                    continue
-                data = orjson.loads(event.data)
-                if isinstance(data, list) and len(data) == 1:
-                    data = data[0]
-                if isinstance(data, dict) and "error" in data:
-                    # After the 200, Gemini reports failures in-band (docs/wire-formats.md 3.4).
-                    raise gemini_error(self.name, data)
-                chunks = translator.feed(data)
-                # Totals first: the driver reads stream.model as soon as the first chunk arrives.
-                stream.model = translator.model
-                stream.usage = translator.usage
-                stream.finish_reason = translator.finish_reason
-                if len(translator.calls) > remembered:
-                    # Remember calls as they go out: a client may act on them before the end.
-                    self._remember(translator.calls[remembered:], model)
-                    remembered = len(translator.calls)
-                for chunk in chunks:
-                    yield chunk
-            for chunk in translator.finish():
-                yield chunk
+    def observe(self, call: Call, translator: tr.GeminiStreamTranslator) -> None:
+        # Remember calls as they go out: a client may act on them before the stream ends.
+        if translator.calls:
+            self._remember(translator.calls, call.model)
 
 
 def _default(env: Mapping[str, str]) -> DefaultEntry | None:

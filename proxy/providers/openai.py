@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from typing import Any, Literal
 
-import orjson
+import aiohttp
 from pydantic import Field, SecretStr
 
 from proxy.errors import UpstreamError
-from proxy.providers.base import (
-    Call,
-    ChunkStream,
-    Completion,
-    Provider,
-    client_timeout,
-    parse_error_body,
-    raise_for_upstream_status,
-    translating_errors,
-)
+from proxy.providers.base import Call, Completion
+from proxy.providers.http import HTTPProvider
 from proxy.providers.spec import Capabilities, DefaultEntry, ProviderConfigBase, ProviderType
-from proxy.sse import sse_events
+from proxy.sse import SSEEvent
 from translators import openai as tr
-from translators.base import Usage
+from translators.base import JSONDict, Usage
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -42,13 +33,12 @@ class OpenAIProviderConfig(ProviderConfigBase):
     responses: Literal["translate", "native"] = "translate"
 
 
-class OpenAIProvider(Provider):
+class OpenAIProvider(HTTPProvider):
     type = "openai"
 
-    def __init__(self, name: str, config: Any, session: Any) -> None:
+    def __init__(self, name: str, config: Any, session: aiohttp.ClientSession) -> None:
         super().__init__(name, config, session)
-        self.url = config.base_url.rstrip("/") + "/chat/completions"
-        self.timeout = client_timeout(config.timeout)
+        self._url = config.base_url.rstrip("/") + "/chat/completions"
         self._static_headers = {"Content-Type": "application/json", **config.headers}
         if config.organization:
             self._static_headers["OpenAI-Organization"] = config.organization
@@ -71,16 +61,31 @@ class OpenAIProvider(Provider):
                 raise
         return headers
 
-    async def complete(self, call: Call) -> Completion:
-        body = tr.translate_request(call.body, model=call.model, stream=False)
-        body.pop("stream_options", None)
-        with translating_errors(self.name):
-            async with self.session.post(
-                self.url, data=orjson.dumps(body), headers=self._headers(), timeout=self.timeout
-            ) as resp:
-                await raise_for_upstream_status(resp, provider=self.name, parse=parse_error_body)
-                data = orjson.loads(await resp.read())
-            result, usage = tr.translate_response(data, meta=call.meta)
+    # -- HTTPProvider hooks
+
+    def endpoint(self, call: Call, *, stream: bool) -> str:
+        return self._url
+
+    async def request_headers(self, call: Call) -> dict[str, str]:
+        return self._headers()
+
+    def request_body(self, call: Call, *, stream: bool) -> JSONDict:
+        body = tr.translate_request(call.body, model=call.model, system=call.system, stream=stream)
+        if not stream:
+            body.pop("stream_options", None)
+        return body
+
+    def check_event(self, event: SSEEvent, data: JSONDict) -> None:
+        if "error" in data:
+            err = data["error"] if isinstance(data["error"], dict) else {}
+            raise UpstreamError(
+                f"upstream provider {self.name!r} failed mid-stream: "
+                f"{err.get('message') or data['error']}",
+                code="upstream_stream_error",
+            )
+
+    def translate_response(self, call: Call, answer: JSONDict) -> Completion:
+        result, usage = tr.translate_response(answer, meta=call.meta)
         choices = result.get("choices") or [{}]
         return Completion(
             body=result,
@@ -89,47 +94,8 @@ class OpenAIProvider(Provider):
             finish_reason=choices[0].get("finish_reason"),
         )
 
-    @asynccontextmanager
-    async def stream(self, call: Call) -> AsyncIterator[ChunkStream]:
-        body = tr.translate_request(call.body, model=call.model, stream=True)
-        translator = tr.OpenAIStreamTranslator(call.meta, keep_usage_key=call.include_usage)
-        with translating_errors(self.name):
-            resp = await self.session.post(
-                self.url, data=orjson.dumps(body), headers=self._headers(), timeout=self.timeout
-            )
-        try:
-            with translating_errors(self.name):
-                await raise_for_upstream_status(resp, provider=self.name, parse=parse_error_body)
-            stream = ChunkStream(model=call.model)
-            stream.chunks = self._chunks(resp, translator, stream)
-            yield stream
-        finally:
-            resp.release()
-
-    async def _chunks(
-        self, resp: Any, translator: tr.OpenAIStreamTranslator, stream: ChunkStream
-    ) -> AsyncIterator[dict[str, Any]]:
-        with translating_errors(self.name):
-            first_byte = self.config.timeout.first_byte
-            async for event in sse_events(resp, first_byte=first_byte):
-                if event.data == b"[DONE]":
-                    translator.complete = True
-                    break
-                data = orjson.loads(event.data)
-                if isinstance(data, dict) and "error" in data:
-                    err = data["error"] if isinstance(data["error"], dict) else {}
-                    raise UpstreamError(
-                        f"upstream provider {self.name!r} failed mid-stream: "
-                        f"{err.get('message') or data['error']}",
-                        code="upstream_stream_error",
-                    )
-                for chunk in translator.feed(data):
-                    stream.model = translator.model
-                    yield chunk
-                stream.usage = translator.usage
-                stream.finish_reason = translator.finish_reason
-            translator.finish()
-            stream.usage = translator.usage
+    def stream_translator(self, call: Call) -> tr.OpenAIStreamTranslator:
+        return tr.OpenAIStreamTranslator(call.meta, keep_usage_key=call.include_usage)
 
 
 def _default(env: Mapping[str, str]) -> DefaultEntry | None:

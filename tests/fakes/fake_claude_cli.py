@@ -6,7 +6,8 @@ provider's ``cli_path``. Stdlib only. Behaviour comes from the environment (the 
 its ``env`` on):
 
 * ``FAKE_CLAUDE_SCENARIO``: ``text`` (default), ``tool`` (one client tool call), ``tools2`` (two
-  parallel calls), ``thinking``, ``not_logged_in``, ``rate_limit``, ``max_turns``, ``crash``
+  parallel calls), ``thinking``, ``not_logged_in``, ``rate_limit``, ``api_timeout`` (the CLI's
+  API call timed out), ``max_turns``, ``crash``
   (exit 3 after init, no result), ``malformed`` (a broken JSON line), ``hang`` (init, then
   silence), ``stall`` (two deltas, then silence), ``wrapup`` (a deferred tool call, then a second
   API call's events the proxy must drop).
@@ -373,6 +374,22 @@ def run(user: dict, hooks: list[str], tools: list[dict]) -> int:
             is_error=True,
             cost=0,
             api_error_status=429,
+            terminal_reason="api_error",
+        )
+        return 1
+    if SCENARIO == "api_timeout":
+        # What Claude Code prints when its API call times out (API_TIMEOUT_MS).
+        assistant(
+            msg_id,
+            {"type": "text", "text": "API Error: Request timed out."},
+            model="<synthetic>",
+            error="unknown",
+        )
+        result(
+            "stop_sequence",
+            "API Error: Request timed out.",
+            is_error=True,
+            cost=0,
             terminal_reason="api_error",
         )
         return 1

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
-from proxy.providers.base import Call, ChunkStream, Completion, Provider
+from proxy.providers.base import Call, ChunkStream, Completion, Provider, StreamTotals
 from proxy.providers.spec import Capabilities, DefaultEntry, ProviderConfigBase, ProviderType
 from translators.base import ChunkFactory, Usage, completion
 
@@ -45,7 +45,7 @@ class ShoutProvider(Provider):
             yield factory.chunk({"role": "assistant", "content": text})
             yield factory.chunk({}, "stop")
 
-        yield ChunkStream(model=call.model, chunks=chunks(), usage=usage, finish_reason="stop")
+        yield ChunkStream(StreamTotals(call.model, usage, "stop"), chunks())
 
 
 def _default(env: Mapping[str, str]) -> DefaultEntry | None:
