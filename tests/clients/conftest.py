@@ -22,11 +22,10 @@ import pytest
 
 from proxy.app import USAGE_WRITER, create_app
 from proxy.config import settings_from_dict
-from tests.clients.echo_claude_cli import write_echo_cli
 from tests.conftest import BackgroundLoop, ProxyHandle
 from tests.fakes.anthropic import AnthropicWire
 from tests.fakes.auto import AutoUpstream, Sent, Wire
-from tests.fakes.claude_cli import CliUpstream
+from tests.fakes.claude_cli import CliUpstream, write_fake_cli
 from tests.fakes.gemini import GeminiWire
 from tests.fakes.openai import OpenAIWire
 from tests.fakes.server import Reply
@@ -67,7 +66,7 @@ def _claude_agent_upstream(tmp: Path) -> CliUpstream:
     logs = tmp / "cli-logs"
     logs.mkdir()
     upstream = CliUpstream(logs)
-    upstream.cli_path = write_echo_cli(tmp)  # type: ignore[attr-defined]
+    upstream.cli_path = write_fake_cli(tmp)  # type: ignore[attr-defined]
     return upstream
 
 
@@ -109,7 +108,8 @@ PERSONA_TYPES: list[PersonaType] = [
             "cli_path": str(up.cli_path),
             "env": {
                 "FAKE_CLAUDE_LOG": str(up.log_dir),
-                "ECHO_CLI_CONTINUE_PROMPT": CONTINUE_PROMPT,
+                "FAKE_CLAUDE_SCENARIO": "echo",
+                "FAKE_CLAUDE_CONTINUE_PROMPT": CONTINUE_PROMPT,
             },
         },
         _claude_agent_upstream,

@@ -16,12 +16,14 @@ from tests.fakes.auto import Sent, Wire, text_of
 from translators.claude_agent import CONTINUE_PROMPT, TOOL_PREFIX
 
 FAKE_CLI = Path(__file__).with_name("fake_claude_cli.py")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_fake_cli(directory: Path) -> Path:
-    """An executable that runs the fake CLI with this interpreter (no shebang guessing)."""
+    """An executable ``claude`` in ``directory`` that runs the fake CLI with this interpreter (no
+    shebang guessing), with the repository importable for the ``echo`` scenario."""
     path = directory / "claude"
-    path.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_CLI}" "$@"\n')
+    path.write_text(f'#!/bin/sh\nPYTHONPATH="{ROOT}" exec "{sys.executable}" "{FAKE_CLI}" "$@"\n')
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return path
 
@@ -127,6 +129,6 @@ class CliUpstream:
     @property
     def requests(self) -> list[Any]:
         def started(run: Any) -> int:
-            return next((e["t"] for e in run.events if e["event"] == "echo_start"), 0)
+            return next((e.get("t", 0) for e in run.events if e["event"] == "start"), 0)
 
         return sorted(read_runs(self.log_dir), key=started)

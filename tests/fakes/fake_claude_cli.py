@@ -1,21 +1,26 @@
-"""A fake Claude Code CLI speaking the SDK's stream-json protocol, modelled on the real CLI
-2.1.330 captures in ``tests/fixtures/claude_cli/``.
+"""The fake Claude Code CLI: one stdlib script speaking the SDK's stream-json protocol, modelled
+on the real CLI 2.1.330 captures in ``tests/fixtures/claude_cli/``.
 
 Run it through a wrapper (:func:`tests.fakes.claude_cli.write_fake_cli`) pointed to by the
-provider's ``cli_path``. Stdlib only. Behaviour comes from the environment (the provider passes
-its ``env`` on):
+provider's ``cli_path``. Behaviour comes from the environment (the provider passes its ``env``
+on):
 
 * ``FAKE_CLAUDE_SCENARIO``: ``text`` (default), ``tool`` (one client tool call), ``tools2`` (two
   parallel calls), ``thinking``, ``not_logged_in``, ``rate_limit``, ``api_timeout`` (the CLI's
   API call timed out), ``max_turns``, ``crash``
   (exit 3 after init, no result), ``malformed`` (a broken JSON line), ``hang`` (init, then
   silence), ``stall`` (two deltas, then silence), ``wrapup`` (a deferred tool call, then a second
-  API call's events the proxy must drop).
+  API call's events the proxy must drop), ``echo`` (the echo provider's rules, for the client
+  matrix: see :func:`echo_run`).
 * ``FAKE_CLAUDE_TEXT``: the answer (default ``Hello from the fake CLI.``).
 * ``FAKE_CLAUDE_DELAY``: seconds to sleep between stream events.
+* ``FAKE_CLAUDE_CONTINUE_PROMPT``: for ``echo``, the prompt the proxy sends after tool results.
 * ``FAKE_CLAUDE_LOG``: a directory; each process writes ``<pid>.jsonl`` there: its argv, the
-  interesting environment, every stdin line, the MCP tools it was offered, the hook answers,
-  the seeded transcript it was asked to resume, and its exit.
+  interesting environment and start time, every stdin line, the MCP tools it was offered, the
+  hook answers, the seeded transcript it was asked to resume, and its exit.
+
+Only the ``echo`` scenario imports anything outside the standard library (the shared schema
+example generator), so the other scenarios start as fast as Python does.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ ENV_KEYS = (
     "ANTHROPIC_API_KEY",
     "CLAUDE_CODE_ENTRYPOINT",
     "FAKE_CLAUDE_SCENARIO",
+    "FAKE_CLAUDE_CONTINUE_PROMPT",
 )
 MODEL = "claude-sonnet-4-5"
 _counter = 0
@@ -259,20 +265,21 @@ def mcp_tools() -> list[dict]:
     return tools
 
 
-def seeded_transcript() -> None:
-    """Record the transcript a ``--resume`` points at (the provider's seeded history)."""
+def seeded_transcript() -> list[dict]:
+    """Record (and return) the transcript a ``--resume`` points at: the seeded history."""
     sid = arg("--resume")
     config_dir = os.environ.get("CLAUDE_CONFIG_DIR")
     if not sid or not config_dir:
-        return
+        return []
     projects = os.path.join(config_dir, "projects")
     for root, _dirs, files in os.walk(projects):
         if f"{sid}.jsonl" in files:
             with open(os.path.join(root, f"{sid}.jsonl"), encoding="utf-8") as f:
                 entries = [json.loads(line) for line in f if line.strip()]
             log("transcript", path=os.path.join(root, f"{sid}.jsonl"), entries=entries)
-            return
+            return entries
     log("transcript", path=None, entries=[])
+    return []
 
 
 def tool_calls(
@@ -319,7 +326,7 @@ def tool_calls(
             log("hook", answer=None)
 
 
-def run(user: dict, hooks: list[str], tools: list[dict]) -> int:
+def init(tools: list[dict]) -> None:
     send(
         {
             "type": "system",
@@ -335,6 +342,10 @@ def run(user: dict, hooks: list[str], tools: list[dict]) -> int:
             "uuid": str(uuid.uuid4()),
         }
     )
+
+
+def run(user: dict, hooks: list[str], tools: list[dict]) -> int:
+    init(tools)
     msg_id = f"msg_fake_{uuid.uuid4().hex[:12]}"
     if SCENARIO == "hang":
         time.sleep(3600)
@@ -443,12 +454,82 @@ def run(user: dict, hooks: list[str], tools: list[dict]) -> int:
     return 0
 
 
+def _text(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(b.get("text", "") for b in content or [] if b.get("type") == "text")
+
+
+def echo_run(user: dict, hooks: list[str], tools: list[dict], history: list[dict]) -> int:
+    """The echo provider's rules, as the client matrix expects of every persona type:
+
+    * a new user prompt with client tools offered -> one call of the first tool, with arguments
+      that satisfy its schema's required fields (the proxy cannot force a tool call on the CLI,
+      so this "model" always uses the tool it is given);
+    * the proxy's continuation prompt after tool results -> the last tool result's text, read
+      from the seeded transcript;
+    * otherwise -> the prompt's text.
+    """
+    from tests.fakes.schema_example import example  # echo only: the rest starts faster
+
+    init(tools)
+    msg_id = f"msg_echo_{uuid.uuid4().hex[:12]}"
+    prompt = _text(user["message"]["content"])
+    continuation = os.environ.get("FAKE_CLAUDE_CONTINUE_PROMPT")
+    message_start(msg_id)
+    if prompt != continuation and tools:
+        tool = tools[0]
+        call_id = f"toolu_echo_{uuid.uuid4().hex[:12]}"
+        args = example(tool.get("inputSchema") or {}) or {}
+        start = {"type": "tool_use", "id": call_id, "name": tool["name"], "input": {}}
+        event({"type": "content_block_start", "index": 0, "content_block": start})
+        delta = {"type": "input_json_delta", "partial_json": json.dumps(args)}
+        event({"type": "content_block_delta", "index": 0, "delta": delta})
+        assistant(msg_id, {**start, "input": args})
+        event({"type": "content_block_stop", "index": 0})
+        answer = None
+        if hooks:
+            answer = ask(
+                {
+                    "subtype": "hook_callback",
+                    "callback_id": hooks[0],
+                    "tool_use_id": call_id,
+                    "input": {
+                        "hook_event_name": "PreToolUse",
+                        "tool_name": tool["name"],
+                        "tool_input": args,
+                        "tool_use_id": call_id,
+                        "session_id": SESSION,
+                    },
+                }
+            )
+        log("hook", answer=answer)
+        message_end("tool_use")
+        result("tool_deferred", "", terminal_reason="tool_deferred")
+        return 0
+    text = prompt
+    if prompt == continuation:
+        results = [
+            b
+            for entry in history
+            if entry.get("type") == "user" and isinstance(entry["message"]["content"], list)
+            for b in entry["message"]["content"]
+            if b.get("type") == "tool_result"
+        ]
+        text = _text(results[-1].get("content") if results else "")
+    text_block(msg_id, 0, text)
+    message_end("end_turn")
+    result("end_turn", text)
+    return 0
+
+
 def main() -> int:
     log(
         "start",
         argv=sys.argv[1:],
         env={k: os.environ[k] for k in ENV_KEYS if k in os.environ},
         cwd=os.getcwd(),
+        t=time.time_ns(),  # the order of the runs, for tests.fakes.claude_cli.CliUpstream
     )
     hooks: list[str] = []
     tools: list[dict] = []
@@ -490,8 +571,12 @@ def main() -> int:
                     }
                 )
         elif msg.get("type") == "user":
-            seeded_transcript()
-            code = run(msg, hooks, tools)
+            history = seeded_transcript()
+            code = (
+                echo_run(msg, hooks, tools, history)
+                if SCENARIO == "echo"
+                else run(msg, hooks, tools)
+            )
             if code != 0:
                 break
     log("exit", code=code)
