@@ -171,7 +171,6 @@ async def _stream(
             async for chunk in stream:
                 for name, data in events.feed(chunk):
                     await write(_sse(name, data))
-            door.rec.usage_json = None
             for name, data in events.finish(stream.usage, stream.finish_reason):
                 await write(_sse(name, data))
         except ProxyError as exc:
