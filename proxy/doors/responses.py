@@ -21,9 +21,9 @@ from aiohttp import web
 
 from proxy.doors import openai_native, responses_store
 from proxy.doors.common import Door, apply_persona_chat, complete, open_stream, read_json
+from proxy.doors.responses_store import RESPONSE_STORE
 from proxy.errors import InvalidRequest, ProxyError, json_error
 from proxy.sse import SSE_HEADERS
-from proxy.usage.db import DATABASE
 from translators import responses_door as tr
 from translators.base import TranslationError
 
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def setup_routes(app: web.Application) -> None:
+    app.cleanup_ctx.append(responses_store.response_store_ctx)
     app.router.add_post("/v1/responses", create)
     app.router.add_post("/responses", create)
     app.router.add_get("/v1/responses/{id}", retrieve)
@@ -78,7 +79,7 @@ async def create(request: web.Request) -> web.StreamResponse:
         name, persona, provider = door.resolve(request, body.get("model"))
         if provider.type == "openai" and getattr(provider.config, "responses", None) == "native":
             return await openai_native.forward(request, door, body)
-        db = request.app[DATABASE]
+        db = request.app[RESPONSE_STORE]
         try:
             items = tr.input_items(body.get("input"))
         except TranslationError as exc:
@@ -86,7 +87,7 @@ async def create(request: web.Request) -> web.StreamResponse:
         previous = body.get("previous_response_id")
         history: list[dict[str, Any]] = []
         if previous:
-            stored = await responses_store.load(db, str(previous))
+            stored = await db.load(str(previous))
             if stored is None:
                 raise InvalidRequest(
                     f"Previous response with id '{previous}' not found.",
@@ -112,7 +113,7 @@ async def create(request: web.Request) -> web.StreamResponse:
             result.body, body, response_id=response_id, created_at=created, usage=result.usage
         )
         if store:
-            await responses_store.save(db, response=response, persona=name, items=conversation)
+            db.save(response=response, persona=name, items=conversation)
         return web.Response(
             body=orjson.dumps(response), content_type="application/json", headers=door.headers
         )
@@ -168,8 +169,8 @@ async def _stream(
             door.rec.add_usage(stream.usage)
             door.upstream_model(stream.model)
         if finished and store:
-            await responses_store.save(
-                request.app[DATABASE], response=events.response, persona=persona, items=conversation
+            request.app[RESPONSE_STORE].save(
+                response=events.response, persona=persona, items=conversation
             )
         await resp.write_eof()
         return resp
@@ -177,7 +178,7 @@ async def _stream(
 
 async def retrieve(request: web.Request) -> web.Response:
     response_id = request.match_info["id"]
-    stored = await responses_store.load(request.app[DATABASE], response_id)
+    stored = await request.app[RESPONSE_STORE].load(response_id)
     if stored is None:
         return json_error(_not_found(response_id))
     return web.Response(body=orjson.dumps(stored[1]), content_type="application/json")
@@ -185,6 +186,6 @@ async def retrieve(request: web.Request) -> web.Response:
 
 async def delete(request: web.Request) -> web.Response:
     response_id = request.match_info["id"]
-    if not await responses_store.delete(request.app[DATABASE], response_id):
+    if not await request.app[RESPONSE_STORE].delete(response_id):
         return json_error(_not_found(response_id))
     return web.json_response({"id": response_id, "object": "response.deleted", "deleted": True})

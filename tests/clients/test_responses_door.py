@@ -317,3 +317,25 @@ def test_agents_sdk_tool_using_agent(matrix: Matrix, kind: str) -> None:
     sent = env.sent_since(mark)
     assert len(sent) == 2
     assert sent[1].tool_results and sent[1].tool_results[0][1] == TOOL_RESULT
+
+
+def test_stored_responses_live_in_the_usage_store(matrix: Matrix) -> None:
+    import sqlite3
+
+    from proxy.doors.responses_store import RESPONSE_STORE
+
+    env = matrix.envs["echo"]
+    c = client(env)
+    first = c.responses.create(model=env.persona, input="remember me")
+    second = c.responses.create(model=env.persona, input="and me", previous_response_id=first.id)
+    env.proxy.bg.run(env.proxy.app[RESPONSE_STORE].flush())
+    with sqlite3.connect(env.proxy.db_path) as db:
+        db.row_factory = sqlite3.Row
+        row = dict(db.execute("SELECT * FROM responses WHERE id = ?", (second.id,)).fetchone())
+    assert row["persona"] == env.persona and row["previous_response_id"] == first.id
+    items = json.loads(row["request_json"])
+    # The whole conversation the next turn needs: first input, first output, second input.
+    assert [i.get("type") for i in items] == ["message", "message", "message"]
+    assert items[1]["role"] == "assistant" and items[1]["content"][0]["text"] == "remember me"
+    assert json.loads(row["response_json"])["output"][0]["content"][0]["text"] == "and me"
+    assert row["expires_at"] > row["created_at"]
