@@ -7,8 +7,10 @@ import gc
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 
 from aiohttp import web
 
@@ -79,6 +81,16 @@ def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool) -> N
     )
 
 
+def private_metrics_dir() -> str:
+    """A directory of this server's own, for its workers' metrics (proxy/observe/metrics.py);
+    inherited by the forked workers through the environment."""
+    from proxy.observe.metrics import METRICS_DIR_ENV  # noqa: PLC0415
+
+    path = tempfile.mkdtemp(prefix="persona-proxy-metrics-")
+    os.environ[METRICS_DIR_ENV] = path
+    return path
+
+
 def serve(settings: Settings, *, host: str | None, port: int | None, workers: int = 1) -> int:
     """Serve until interrupted. With ``workers > 1`` every worker owns its own event loop,
     upstream connection pool and usage writer; SQLite in WAL mode keeps their rows consistent."""
@@ -95,6 +107,7 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
     if workers <= 1:
         _run_worker(settings, host, port, reuse_port=False)
         return 0
+    metrics_dir = private_metrics_dir()  # the workers' metrics, summed at each scrape
     ctx = multiprocessing.get_context("fork")
     procs = [
         ctx.Process(target=_run_worker, args=(settings, host, port, True), name=f"worker-{i}")
@@ -112,6 +125,7 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
     signal.signal(signal.SIGINT, stop)
     for proc in procs:
         proc.join()
+    shutil.rmtree(metrics_dir, ignore_errors=True)
     failed = [p.name for p in procs if p.exitcode not in (0, -signal.SIGINT)]
     if failed:
         print(f"persona-proxy: workers failed: {', '.join(failed)}", file=sys.stderr)
