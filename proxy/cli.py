@@ -61,19 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
     usage = sub.add_parser(
         "usage",
         help="report requests, tokens, cost and latency",
-        description="Aggregate the usage store.",
+        description="Aggregate the usage store, or 'usage show ID' for one request and its "
+        "attempts.",
     )
     _add_config(usage)
+    usage.add_argument("action", nargs="?", choices=["show"], help="show: one request by id")
+    usage.add_argument("id", nargs="?", help="the request id (with 'show')")
     usage.add_argument(
         "--since", default="24h", help="window: 30m, 24h, 7d, or an ISO date/time (default: 24h)"
     )
+    usage.add_argument("--until", help="end of the window, same forms as --since (default: now)")
     usage.add_argument(
         "--by",
         default="persona",
-        choices=["persona", "provider", "model", "day"],
-        help="group rows by (default: persona)",
+        choices=["persona", "provider", "model", "day", "hour", "client", "code"],
+        help="group rows by (default: persona; code = the error code)",
     )
     usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    usage.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     usage.add_argument(
         "--database", help="usage database (default: usage.database from the config)"
     )
@@ -121,10 +126,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    from proxy.usage.report import print_report  # noqa: PLC0415
+    from proxy.usage.report import print_report, print_show  # noqa: PLC0415
 
     database = args.database or _load(args.config).usage.database
-    return print_report(database, since=args.since, by=args.by, as_json=args.json)
+    if args.action == "show":
+        if not args.id:
+            print("persona-proxy usage show: give the request id", file=sys.stderr)
+            return 2
+        return print_show(database, args.id, as_json=args.json)
+    return print_report(
+        database,
+        since=args.since,
+        until=args.until,
+        by=args.by,
+        as_json=args.json,
+        as_csv=args.csv,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

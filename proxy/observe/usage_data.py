@@ -2,18 +2,18 @@
 
 The one place that reads the ``requests`` and ``attempts`` tables for reports: rows are fetched
 once (``fetch_rows``) and every view (groups, time series, errors, keys, recent requests) is a
-pure function of them, so the CLI and the dashboard cannot disagree. Synchronous (sqlite3,
-read-only); the server calls it on a worker thread.
+pure function of them, so the CLI and the dashboard cannot disagree. The queries run on a
+:class:`~proxy.usage.db.Database` (SQLite or PostgreSQL): the server's own handle, or one the
+CLI opens read-only.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from proxy.usage.db import Database
 from proxy.usage.report import parse_since
 
 COLUMNS = (
@@ -33,49 +33,36 @@ GROUPS = {
 }
 
 
-def _connect(database: str | Path) -> sqlite3.Connection | None:
-    if not Path(database).exists():
-        return None
-    db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-    db.row_factory = sqlite3.Row
-    return db
-
-
-def fetch_rows(database: str | Path, *, since: str, until: str | None = None) -> list[dict]:
+async def fetch_rows(db: Database, *, since: str, until: str | None = None) -> list[dict]:
     """Requests with ``since <= created_at < until``, oldest first."""
-    db = _connect(database)
-    if db is None:
-        return []
-    try:
-        sql = f"SELECT {COLUMNS} FROM requests WHERE created_at >= ?"  # noqa: S608
-        args = [parse_since(since)]
-        if until:
-            sql += " AND created_at < ?"
-            args.append(parse_since(until))
-        rows = db.execute(sql + " ORDER BY created_at", args).fetchall()
-    finally:
-        db.close()
-    return [dict(r) for r in rows]
+    sql = f"SELECT {COLUMNS} FROM requests WHERE created_at >= ?"  # noqa: S608
+    args = [parse_since(since)]
+    if until:
+        sql += " AND created_at < ?"
+        args.append(parse_since(until))
+    return [_plain(r) for r in await db.fetch(sql + " ORDER BY created_at", *args)]
 
 
-def fetch_one(database: str | Path, request_id: str) -> dict[str, Any] | None:
-    """One request row (every column) with its ``attempts`` rows (empty before routing)."""
-    db = _connect(database)
-    if db is None:
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    # PostgreSQL may hand back datetimes; the reports speak ISO text on both backends.
+    created = row.get("created_at")
+    if created is not None and not isinstance(created, str):
+        row = {**row, "created_at": created.isoformat()}
+    return row
+
+
+async def fetch_one(db: Database, request_id: str) -> dict[str, Any] | None:
+    """One request row (every column) with its ``attempts`` rows."""
+    row = await db.fetchone("SELECT * FROM requests WHERE id = ?", request_id)
+    if row is None:
         return None
+    out = _plain(dict(row))
     try:
-        row = db.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
-        if row is None:
-            return None
-        out = dict(row)
-        try:
-            attempts = db.execute(
-                "SELECT * FROM attempts WHERE request_id = ? ORDER BY n", (request_id,)
-            ).fetchall()
-        except sqlite3.OperationalError:  # no attempts table yet
-            attempts = []
-    finally:
-        db.close()
+        attempts = await db.fetch(
+            "SELECT * FROM attempts WHERE request_id = ? ORDER BY n", request_id
+        )
+    except Exception:  # a store from before the attempts table
+        attempts = []
     out["attempts_rows"] = [dict(a) for a in attempts]
     return out
 

@@ -1,29 +1,28 @@
 """``persona-proxy usage``: aggregates of the usage store (SQLite or PostgreSQL).
 
-The query layer (:func:`fetch_grouped`, :func:`aggregate_rows`, :func:`aggregate_db`) works on
-an open :class:`~proxy.usage.db.Database`, so ``/admin/usage`` (inside the server, on the app's
-handle) and the CLI (which opens the store read-only for one query) share it.
+The queries and aggregates live in :mod:`proxy.observe.usage_data`, on an open
+:class:`~proxy.usage.db.Database`, so ``/admin/usage`` (inside the server, on the app's handle)
+and this command (which opens the store read-only for one query) share them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import re
+import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from proxy.usage.db import Database, is_postgres, open_database
+from proxy.usage.db import Database, is_postgres, open_database, redact_url
+
+T = TypeVar("T")
 
 _RELATIVE = re.compile(r"^(\d+)([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_GROUPS = {
-    "persona": "persona",
-    "provider": "provider",
-    "model": "model",
-    "day": "substr(created_at, 1, 10)",
-}
 
 
 def parse_since(value: str, now: datetime | None = None) -> str:
@@ -43,150 +42,104 @@ def parse_since(value: str, now: datetime | None = None) -> str:
     return when.astimezone(UTC).isoformat()
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    k = (len(values) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
-
-
-async def fetch_grouped(db: Database, *, since: str, by: str) -> list[dict[str, Any]]:
-    """The request rows since ``since`` with their group key as ``grp``."""
-    key = _GROUPS[by]
-    return await db.fetch(
-        f"SELECT {key} AS grp, status, prompt_tokens, completion_tokens, cached_tokens, "  # noqa: S608
-        "reasoning_tokens, cost_usd, latency_ms FROM requests "
-        "WHERE created_at >= ? ORDER BY grp",
-        parse_since(since),
-    )
-
-
-async def aggregate_db(db: Database, *, since: str, by: str) -> list[dict[str, Any]]:
-    return aggregate_rows(await fetch_grouped(db, since=since, by=by), by=by)
-
-
-def aggregate(database: str | Path, *, since: str, by: str) -> list[dict[str, Any]]:
-    """One dict per group: requests, errors, tokens, cost, p50/p95 latency."""
+def _run_on_store(database: str | Path, query: Callable[[Database], Awaitable[T]]) -> T | None:
     if not is_postgres(database) and not Path(database).exists():
-        return []
+        return None
 
-    async def run() -> list[dict[str, Any]]:
+    async def run() -> T:
         db = await open_database(database, readonly=True)
         try:
-            return await aggregate_db(db, since=since, by=by)
+            return await query(db)
         finally:
             await db.close()
 
     return asyncio.run(run())
 
 
-def aggregate_rows(rows: list[dict[str, Any]], *, by: str) -> list[dict[str, Any]]:
-    """Fold request rows (as :func:`fetch_grouped` returns them) into one dict per group."""
-    groups: dict[str, dict[str, Any]] = {}
-    latencies: dict[str, list[float]] = {}
-    for row in rows:
-        grp, status, p, c = (
-            row["grp"],
-            row["status"],
-            row["prompt_tokens"],
-            row["completion_tokens"],
-        )
-        cached, reasoning, cost = row["cached_tokens"], row["reasoning_tokens"], row["cost_usd"]
-        latency = row["latency_ms"]
-        grp = grp or "(none)"
-        g = groups.setdefault(
-            grp,
-            {
-                by: grp,
-                "requests": 0,
-                "errors": 0,
-                "cancelled": 0,
-                "prompt_tokens": 0,
-                "completion_tokens": 0,
-                "cached_tokens": 0,
-                "reasoning_tokens": 0,
-                "cost_usd": 0.0,
-                "unpriced": 0,
-            },
-        )
-        g["requests"] += 1
-        g["errors"] += status == "error"
-        g["cancelled"] += status == "cancelled"
-        g["prompt_tokens"] += p or 0
-        g["completion_tokens"] += c or 0
-        g["cached_tokens"] += cached or 0
-        g["reasoning_tokens"] += reasoning or 0
-        if cost is None:
-            g["unpriced"] += p is not None
-        else:
-            g["cost_usd"] += cost
-        if latency is not None:
-            latencies.setdefault(grp, []).append(latency)
-    for grp, g in groups.items():
-        g["p50_ms"] = _percentile(latencies.get(grp, []), 0.5)
-        g["p95_ms"] = _percentile(latencies.get(grp, []), 0.95)
-    return list(groups.values())
+def aggregate(
+    database: str | Path, *, since: str, by: str, until: str | None = None
+) -> list[dict[str, Any]]:
+    """One dict per group: requests, errors, tokens, cost (None: unknown), p50/p95 latency,
+    TTFT p50, completion tokens per second."""
+    from proxy.observe.usage_data import fetch_rows, summarize  # noqa: PLC0415
+
+    rows = _run_on_store(database, lambda db: fetch_rows(db, since=since, until=until))
+    return summarize(rows or [], by)
 
 
-def print_report(database: str | Path, *, since: str, by: str, as_json: bool) -> int:
-    groups = aggregate(database, since=since, by=by)
+COLUMNS = [
+    ("REQUESTS", "requests"),
+    ("ERRORS", "errors"),
+    ("PROMPT", "prompt_tokens"),
+    ("COMPLETION", "completion_tokens"),
+    ("CACHED", "cached_tokens"),
+    ("COST USD", "cost_usd"),
+    ("P50 MS", "p50_ms"),
+    ("P95 MS", "p95_ms"),
+    ("TTFT P50 MS", "ttft_p50_ms"),
+    ("TOK/S", "tokens_per_s"),
+]
+
+
+def _cell(g: dict[str, Any], key: str) -> str:
+    value = g.get(key)
+    if key == "cost_usd":
+        if value is None:
+            return "unknown" if g.get("unpriced") else "-"
+        return f"{value:.6f}" + ("*" if g.get("unpriced") else "")
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def _total(groups: list[dict[str, Any]]) -> dict[str, Any]:
+    total: dict[str, Any] = {
+        k: sum(g[k] for g in groups)
+        for k in (
+            "requests",
+            "errors",
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+            "unpriced",
+        )
+    }
+    priced = [g["cost_usd"] for g in groups if g["cost_usd"] is not None]
+    total["cost_usd"] = sum(priced) if priced else None
+    return total
+
+
+def print_report(
+    database: str | Path,
+    *,
+    since: str,
+    by: str,
+    as_json: bool,
+    until: str | None = None,
+    as_csv: bool = False,
+) -> int:
+    groups = aggregate(database, since=since, by=by, until=until)
     if as_json:
         print(json.dumps(groups, indent=2))
         return 0
-    if not groups:
-        print(f"no requests since {since} in {database}")
+    if as_csv:
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        keys = [by, *(k for _, k in COLUMNS), "unpriced"]
+        out.writerow(keys)
+        for g in groups:
+            out.writerow(["" if g.get(k) is None else g[k] for k in keys])
         return 0
-    header = [
-        by.upper(),
-        "REQUESTS",
-        "ERRORS",
-        "PROMPT",
-        "COMPLETION",
-        "CACHED",
-        "COST USD",
-        "P50 MS",
-        "P95 MS",
-    ]
+    if not groups:
+        print(f"no requests since {since} in {redact_url(database)}")
+        return 0
+    header = [by.upper(), *(h for h, _ in COLUMNS)]
     lines = [header]
-    total = {
-        "requests": 0,
-        "errors": 0,
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-        "cached_tokens": 0,
-        "cost_usd": 0.0,
-    }
     for g in groups:
-        for k in total:
-            total[k] += g[k]
-        lines.append(
-            [
-                str(g[by]),
-                str(g["requests"]),
-                str(g["errors"]),
-                str(g["prompt_tokens"]),
-                str(g["completion_tokens"]),
-                str(g["cached_tokens"]),
-                f"{g['cost_usd']:.6f}" + ("*" if g["unpriced"] else ""),
-                "-" if g["p50_ms"] is None else f"{g['p50_ms']:.1f}",
-                "-" if g["p95_ms"] is None else f"{g['p95_ms']:.1f}",
-            ]
-        )
-    lines.append(
-        [
-            "TOTAL",
-            str(total["requests"]),
-            str(total["errors"]),
-            str(total["prompt_tokens"]),
-            str(total["completion_tokens"]),
-            str(total["cached_tokens"]),
-            f"{total['cost_usd']:.6f}",
-            "",
-            "",
-        ]
-    )
+        lines.append([str(g[by]), *(_cell(g, k) for _, k in COLUMNS)])
+    total = _total(groups)
+    lines.append(["TOTAL", *(_cell(total, k) if k in total else "" for _, k in COLUMNS)])
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     for row in lines:
         print(
@@ -196,5 +149,41 @@ def print_report(database: str | Path, *, since: str, by: str, as_json: bool) ->
             )
         )
     if any(g["unpriced"] for g in groups):
-        print("* some requests had no known price (cost recorded as NULL)")
+        print("* some requests had no known price (cost recorded as NULL); unknown: none priced")
+    return 0
+
+
+def print_show(database: str | Path, request_id: str, *, as_json: bool) -> int:
+    """``usage show ID``: one request row and its attempts."""
+    from proxy.observe.usage_data import fetch_one  # noqa: PLC0415
+
+    row = _run_on_store(database, lambda db: fetch_one(db, request_id))
+    if row is None:
+        print(f"persona-proxy usage: no request {request_id!r} in the store", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(row, indent=2, default=str))
+        return 0
+    attempts = row.pop("attempts_rows")
+    width = max(len(k) for k in row)
+    for key, value in row.items():
+        print(f"{key.ljust(width)}  {'-' if value is None else value}")
+    if attempts:
+        print()
+        cols = [
+            "n",
+            "persona",
+            "provider",
+            "model",
+            "outcome",
+            "http_status",
+            "error_code",
+            "latency_ms",
+        ]
+        table = [[c.upper() for c in cols]] + [
+            ["-" if a.get(c) is None else str(a[c]) for c in cols] for a in attempts
+        ]
+        widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
+        for r in table:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
     return 0
