@@ -34,7 +34,7 @@ from bench import client
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-ALL_PHASES = ["startup", "latency", "doors", "ladder", "stream", "slow", "check"]
+ALL_PHASES = ["startup", "latency", "doors", "ladder", "stream", "slow", "check", "observe"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 Log = Callable[[str], None]
 
@@ -298,7 +298,9 @@ def arun(coro: Any) -> Any:
 # --- the proxy under test -------------------------------------------------------------------
 
 
-def write_config(path: Path, *, port: int, mock_port: int, database: Path) -> None:
+def write_config(
+    path: Path, *, port: int, mock_port: int, database: Path, extra: dict | None = None
+) -> None:
     providers = {
         "mock-openai": {
             "type": "openai",
@@ -326,6 +328,8 @@ def write_config(path: Path, *, port: int, mock_port: int, database: Path) -> No
             "bench-check": {"provider": "mock-openai", "model": "gpt-4o-mini", **persona},
         },
     }
+    for section, values in (extra or {}).items():  # e.g. bench/observe.py's profiles
+        config[section] = {**config.get(section, {}), **values}
     path.write_text(json.dumps(config, indent=2))
 
 
@@ -361,13 +365,16 @@ class Proxy:
         plan: Plan,
         tag: str,
         src: str | None = None,
+        extra: dict | None = None,
     ) -> None:
         self.port = free_port()
         self.src = src  # another checkout's proxy/ and translators/ (A/B against a baseline)
         self.workers = workers
         self.db = workdir / f"usage-{tag}.db"
         self.config = workdir / f"config-{tag}.json"
-        write_config(self.config, port=self.port, mock_port=mock_port, database=self.db)
+        write_config(
+            self.config, port=self.port, mock_port=mock_port, database=self.db, extra=extra
+        )
         self.log = RESULTS / f"proxy-{tag}.log"
         exe = Path(sys.executable).with_name("persona-proxy")
         base = [str(exe)] if exe.exists() else [sys.executable, "-m", "proxy"]
@@ -969,6 +976,14 @@ def main() -> int:
     )
     parser.add_argument("--no-floor", action="store_true", help="skip the aiohttp floor")
     parser.add_argument("--profile", action="store_true", help="py-spy the 1-worker proxy")
+    parser.add_argument(
+        "--observe-profiles",
+        default="off,metrics,traces,log,all",
+        help="phase observe: off, metrics, traces (+metrics, to a local OTLP sink), log, all",
+    )
+    parser.add_argument(
+        "--observe-conns", type=int, default=64, help="phase observe: throughput connections"
+    )
     parser.add_argument("--json", metavar="PATH", help="JSON output (default: bench/results/)")
     args = parser.parse_args()
     phases = [p for p in args.phases.split(",") if p]
@@ -1138,6 +1153,10 @@ def run_one(  # noqa: PLR0913
             run["slow"] = phase_slow(
                 mock_port, proxy, args.slow_streams, args.slow_seconds, quick, log
             )
+        if "observe" in phases and workers == 1:
+            run["observe"] = run_observe(
+                args, plan, workdir, mock_port, tag, loader, rounds, round_secs, log
+            )
         check = phase_check(proxy, 2000 if quick else 5000, log) if "check" in phases else None
         if check:
             run["check"] = check
@@ -1164,6 +1183,48 @@ def run_one(  # noqa: PLR0913
         run["exit_code"] = proxy.stop()
     run["store"] = verify_store(proxy, run.get("check"), log)
     return run
+
+
+def run_observe(  # noqa: PLR0913
+    args: argparse.Namespace,
+    plan: Plan,
+    workdir: Path,
+    mock_port: int,
+    tag: str,
+    loader: Loader,
+    rounds: int,
+    round_secs: int,
+    log: Log,
+) -> dict:
+    """Phase ``observe`` (bench/observe.py): one proxy per observability profile."""
+    from bench.observe import phase_observe  # noqa: PLC0415
+
+    def start(profile: str, extra: dict) -> Proxy:
+        proxy = Proxy(workdir, mock_port, 1, plan, f"{tag}-obs-{profile}", args.proxy_src, extra)
+        subject = Subject("openai", "openai", proxy.port, proxy.cpu, workdir)
+        proxy.start(subject.targets(mock_port)[1].request())
+        if plan.pinned:
+            set_affinity(proxy.pid, plan.proxy)
+        return proxy
+
+    def target_of(proxy: Proxy) -> Target:
+        via = Subject("openai", "openai", proxy.port, proxy.cpu, workdir).targets(mock_port)[1]
+        via.name = f"{via.name}-{proxy.port}"
+        via.prepare(workdir)
+        return via
+
+    profiles = [p for p in args.observe_profiles.split(",") if p]
+    return phase_observe(
+        loader=loader,
+        start_proxy=start,
+        target_of=target_of,
+        profiles=profiles,
+        rounds=rounds,
+        secs=round_secs,
+        conns=args.observe_conns,
+        root=ROOT,
+        log=log,
+    )
 
 
 def start_profiler(pid: int, tag: str, log: Log) -> subprocess.Popen[bytes] | None:

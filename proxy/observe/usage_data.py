@@ -9,8 +9,9 @@ CLI opens read-only.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from proxy.usage.db import Database
@@ -136,8 +137,8 @@ def summarize(rows: Iterable[dict[str, Any]], by: str) -> list[dict[str, Any]]:
             gen[grp][1] += seconds
     out = []
     for grp, g in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        if g["unpriced"] and not g["priced"]:
-            g["cost_usd"] = None  # "unknown", not 0
+        if not g["priced"]:
+            g["cost_usd"] = None  # "unknown" (or "-" with no tokens at all), not 0
         g["p50_ms"] = percentile(lat[grp], 0.5)
         g["p95_ms"] = percentile(lat[grp], 0.95)
         g["ttft_p50_ms"] = percentile(ttft[grp], 0.5)
@@ -147,15 +148,15 @@ def summarize(rows: Iterable[dict[str, Any]], by: str) -> list[dict[str, Any]]:
     return out
 
 
-def _bucket_seconds(since: str, until: str | None) -> int:
-    start = datetime.fromisoformat(parse_since(since))
-    end = datetime.fromisoformat(parse_since(until)) if until else datetime.now(UTC)
-    span = (end - start).total_seconds()
-    if span <= 6 * 3600:
-        return 60
-    if span <= 8 * 86400:
-        return 3600
-    return 86400
+def _buckets(since: str, until: str | None) -> tuple[int, list[int]]:
+    """Bucket size (a minute, an hour or a day, for at most a few hundred points) and every
+    bucket start of the window, so the charts show the quiet stretches as zeros."""
+    start = datetime.fromisoformat(parse_since(since)).timestamp()
+    end = datetime.fromisoformat(parse_since(until)).timestamp() if until else time.time()
+    span = end - start
+    size = 60 if span <= 6 * 3600 else 3600 if span <= 8 * 86400 else 86400
+    first, last = int(start) - int(start) % size, int(end) - int(end) % size
+    return size, list(range(first, last + 1, size))[-2000:]
 
 
 def _bucket(created_at: str, size: int) -> int:
@@ -173,9 +174,9 @@ def dashboard(
     recent: int = 50,
 ) -> dict[str, Any]:
     """Everything the dashboard draws, from one set of rows."""
-    size = _bucket_seconds(since, until)
+    size, buckets = _buckets(since, until)
     personas = sorted({r["persona"] or "(none)" for r in rows})
-    buckets = sorted({_bucket(r["created_at"], size) for r in rows})
+    buckets = sorted(set(buckets) | {_bucket(r["created_at"], size) for r in rows})
     index = {b: i for i, b in enumerate(buckets)}
     series = {
         p: {
