@@ -383,7 +383,9 @@ def test_traces_capture_content_and_errors(fake_upstream, start_proxy, otlp, bg_
     )
     fake_upstream.reply(completion_reply("the answer"), error_reply(500, "boom"))
     oa = openai.OpenAI(base_url=proxy.base_url, api_key=CLIENT_KEY, max_retries=0)
-    oa.chat.completions.create(model="writer", messages=[{"role": "user", "content": "q1"}])
+    oa.chat.completions.create(
+        model="writer", messages=[{"role": "user", "content": "q1 sk-upstream-secret"}]
+    )
     with pytest.raises(openai.APIStatusError):
         oa.chat.completions.create(model="writer", messages=[{"role": "user", "content": "q2"}])
     proxy.rows()
@@ -392,7 +394,10 @@ def test_traces_capture_content_and_errors(fake_upstream, start_proxy, otlp, bg_
     ok = next(c for c in clients if c.status.code != c.status.STATUS_CODE_ERROR)
     failed = next(c for c in clients if c.status.code == c.status.STATUS_CODE_ERROR)
     a = _attrs(ok)
-    assert orjson.loads(a["gen_ai.input.messages"]) == [{"role": "user", "content": "q1"}]
+    # Content is captured, secrets in it are not.
+    assert orjson.loads(a["gen_ai.input.messages"]) == [
+        {"role": "user", "content": "q1 [REDACTED]"}
+    ]
     assert "the answer" in a["gen_ai.output.messages"]
     assert _attrs(failed)["error.type"]
 

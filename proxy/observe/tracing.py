@@ -34,6 +34,7 @@ import orjson
 from aiohttp import web
 
 from proxy.config import Settings
+from proxy.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -236,10 +237,14 @@ class Tracing:
                 if row is not None and row.http_status:
                     a["http.response.status_code"] = row.http_status
             if req.content is not None:
+                # Content is what the operator asked for; secrets in it (a key pasted into a
+                # prompt) still never leave: proxy/redact.py, as for logs and errors.
                 if "input" in req.content:
-                    a["gen_ai.input.messages"] = orjson.dumps(req.content["input"]).decode()
+                    a["gen_ai.input.messages"] = redact(orjson.dumps(req.content["input"]).decode())
                 if ok and "output" in req.content:
-                    a["gen_ai.output.messages"] = orjson.dumps(req.content["output"]).decode()
+                    a["gen_ai.output.messages"] = redact(
+                        orjson.dumps(req.content["output"]).decode()
+                    )
             spans.append(
                 ReadableSpan(
                     name=f"{operation} {request_model or ''}".strip(),

@@ -178,7 +178,7 @@ def dashboard(
     personas = sorted({r["persona"] or "(none)" for r in rows})
     buckets = sorted(set(buckets) | {_bucket(r["created_at"], size) for r in rows})
     index = {b: i for i, b in enumerate(buckets)}
-    series = {
+    series: dict[str, dict[str, list[Any]]] = {
         p: {
             "requests": [0] * len(buckets),
             "tokens": [0] * len(buckets),
