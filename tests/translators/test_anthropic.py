@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from tests.fakes.anthropic import (
@@ -23,6 +22,7 @@ from tests.fakes.anthropic import (
     load_message,
     load_sse,
 )
+from tests.fold import fold
 from translators.anthropic import (
     FINISH_REASONS,
     AnthropicStreamTranslator,
@@ -38,7 +38,6 @@ from translators.base import (
     ResponseMeta,
     TranslationError,
     UpstreamFormatError,
-    Usage,
 )
 
 META = ResponseMeta(completion_id="chatcmpl-test", created=1700000000, model="claude-configured")
@@ -1289,22 +1288,13 @@ def test_stream_with_a_malformed_event_is_an_upstream_format_error() -> None:
 # parity: the stream folds into what the non-streaming translation says
 
 
-def fold(chunks: list[dict[str, Any]], usage: Usage | None) -> Any:
-    """Accumulate like the openai SDK's ``chat.completions.stream()`` does."""
-    state = ChatCompletionStreamState()
-    tail = [ChunkFactory(META, model=chunks[0]["model"]).usage_chunk(usage)] if usage else []
-    for chunk in chunks + tail:
-        state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
-    # The snapshot, not get_final_completion(): the latter raises on "length"/"content_filter"
-    # by design (it exists to parse structured output), which two fixtures end with.
-    return state.current_completion_snapshot
-
-
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_stream_and_non_stream_agree(name: str) -> None:
     expected, expected_usage = translate_response(load_message(name), meta=META)
     translator, chunks = run_stream(load_events(name))
-    final = fold(chunks, translator.usage)
+    usage = translator.usage
+    tail = [ChunkFactory(META, model=chunks[0]["model"]).usage_chunk(usage)] if usage else []
+    final = fold(chunks + tail)
 
     want = expected["choices"][0]
     got = final.choices[0]

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from tests.fold import fold, summary
 from translators import claude_agent as tr
 from translators.base import ResponseMeta, TranslationError, UpstreamFormatError
 
@@ -50,36 +51,6 @@ def run_stream(messages: list[Any]) -> tuple[list[dict[str, Any]], tr.AgentStrea
     return chunks, translator
 
 
-def fold(chunks: list[dict[str, Any]]) -> dict[str, Any]:
-    """Accumulate chunks the way a client does."""
-    text, calls, finish = "", {}, None
-    for chunk in chunks:
-        choice = chunk["choices"][0]
-        delta = choice["delta"]
-        text += delta.get("content") or ""
-        for call in delta.get("tool_calls") or ():
-            slot = calls.setdefault(call["index"], {"id": None, "name": "", "arguments": ""})
-            slot["id"] = call.get("id") or slot["id"]
-            fn = call.get("function") or {}
-            slot["name"] += fn.get("name") or ""
-            slot["arguments"] += fn.get("arguments") or ""
-        finish = choice["finish_reason"] or finish
-    return {"content": text, "tool_calls": [calls[k] for k in sorted(calls)], "finish": finish}
-
-
-def folded_completion(body: dict[str, Any]) -> dict[str, Any]:
-    msg = body["choices"][0]["message"]
-    calls = [
-        {"id": c["id"], "name": c["function"]["name"], "arguments": c["function"]["arguments"]}
-        for c in msg.get("tool_calls") or ()
-    ]
-    return {
-        "content": msg["content"] or "",
-        "tool_calls": calls,
-        "finish": body["choices"][0]["finish_reason"],
-    }
-
-
 # ------------------------------------------------------------------------------------------
 # responses
 
@@ -87,7 +58,7 @@ def folded_completion(body: dict[str, Any]) -> dict[str, Any]:
 def test_partial_stream_goes_through_the_anthropic_translator() -> None:
     chunks, t = run_stream(capture("partial.ndjson.txt"))
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
-    assert fold(chunks) == {
+    assert summary(fold(chunks)) == {
         "content": "Hello from fake API. I saw 1 messages (1 user).",
         "tool_calls": [],
         "finish": "stop",
@@ -119,7 +90,7 @@ def test_every_stream_folds_to_the_non_stream_answer() -> None:
             collector.feed(m)
         body, usage = collector.completion()
         ChatCompletion.model_validate(body)
-        streamed, plain = fold(chunks), folded_completion(body)
+        streamed, plain = summary(fold(chunks)), summary(body)
         # The captures are different runs: tool ids differ, everything else must match.
         for call in streamed["tool_calls"] + plain["tool_calls"]:
             call.pop("id")
@@ -134,8 +105,8 @@ def test_every_stream_folds_to_the_non_stream_answer() -> None:
         for m in capture(stream_name):
             own.feed(m)
         own_body, _ = own.completion()
-        expected = folded_completion(own_body)
-        got = fold(chunks)
+        expected = summary(own_body)
+        got = summary(fold(chunks))
         for call in got["tool_calls"] + expected["tool_calls"]:
             call.pop("id")
         assert got == expected
@@ -143,14 +114,14 @@ def test_every_stream_folds_to_the_non_stream_answer() -> None:
 
 def test_non_partial_messages_are_rebuilt_into_a_stream() -> None:
     chunks, t = run_stream(capture("text.ndjson.txt"))
-    assert fold(chunks)["content"] == "Hello from fake API. I saw 1 messages (1 user)."
+    assert summary(fold(chunks))["content"] == "Hello from fake API. I saw 1 messages (1 user)."
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
     assert t.complete
 
 
 def test_deferred_tool_call_without_partial_messages() -> None:
     chunks, t = run_stream(capture("defer.ndjson.txt"))
-    folded = fold(chunks)
+    folded = summary(fold(chunks))
     assert folded["tool_calls"] == [
         {
             "id": "toolu_767b1aa645554c3d89f6b4",
@@ -179,7 +150,7 @@ def test_parallel_calls_all_reach_the_client_and_a_second_api_call_is_dropped() 
     # toolpartial ran its tools (no defer) and the CLI made a second API call; the proxy's runs
     # defer, so anything after the first message must not reach the client.
     chunks, t = run_stream(capture("toolpartial.ndjson.txt"))
-    folded = fold(chunks)
+    folded = summary(fold(chunks))
     assert folded["content"] == "Checking both."
     assert [(c["name"], c["arguments"]) for c in folded["tool_calls"]] == [
         ("get_weather", '{"city": "Paris"}'),

@@ -9,10 +9,10 @@ from typing import Any
 
 import orjson
 import pytest
-from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from tests.fakes.gemini import FIXTURE_NAMES, load_events, load_response
+from tests.fold import fold
 from translators.base import ResponseMeta, TranslationError, UpstreamFormatError
 from translators.gemini import (
     FINISH_REASONS,
@@ -890,14 +890,6 @@ def test_tool_call_index_counts_across_events() -> None:
     assert tr.finish_reason == "tool_calls"
 
 
-def fold(chunks: list[dict[str, Any]]) -> dict[str, Any]:
-    state = ChatCompletionStreamState()
-    for chunk in chunks:
-        state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
-    # The snapshot, not get_final_completion(): that one raises on length/content_filter.
-    return state.current_completion_snapshot.model_dump(mode="json", exclude_none=False)
-
-
 def normalized(choice: dict[str, Any]) -> dict[str, Any]:
     """A choice's message fields that both forms carry, with an empty content read as none (the
     stream's role chunk opens content with "", as OpenAI's own streams do)."""
@@ -927,7 +919,7 @@ def normalized(choice: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_folded_stream_equals_non_stream(name: str) -> None:
     chunks, tr = stream_all(load_events(name))
-    folded = fold(chunks)
+    folded = fold(chunks).model_dump(mode="json", exclude_none=False)
     whole, usage = translate_response(load_response(name), meta=META)
     assert [normalized(c) for c in folded["choices"]] == [normalized(c) for c in whole["choices"]]
     assert folded["id"] == whole["id"] and folded["model"] == whole["model"]
