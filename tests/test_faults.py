@@ -6,7 +6,7 @@ line inside a chunked body, or hang on it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -18,11 +18,8 @@ from tests.fakes.faulty import WIRES, FaultyUpstream
 
 
 @pytest.fixture
-def faulty_upstream(bg_loop: Any) -> Iterator[FaultyUpstream]:
-    fake = FaultyUpstream()
-    runner, fake.url = bg_loop.serve(fake.app)
-    yield fake
-    bg_loop.run(runner.cleanup())
+def faulty_upstream(start_fake: Callable[[FaultyUpstream], FaultyUpstream]) -> FaultyUpstream:
+    return start_fake(FaultyUpstream())
 
 
 def chat(proxy: Any, *, stream: bool, **extra: Any) -> rawhttp.RawResponse:

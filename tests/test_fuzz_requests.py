@@ -230,10 +230,8 @@ def fuzz_proxy(bg_loop: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     from proxy.config import settings_from_dict
 
     fakes = {w: AlwaysFine(w) for w in ("openai", "anthropic", "gemini")}
-    runners = []
     for fake in fakes.values():
-        runner, fake.url = bg_loop.serve(fake.app)
-        runners.append(runner)
+        bg_loop.run(fake.start())
     config = {
         "usage": {"database": str(tmp_path_factory.mktemp("fuzz") / "usage.db")},
         "providers": {
@@ -255,10 +253,10 @@ def fuzz_proxy(bg_loop: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     }
     app = create_app(settings_from_dict(config, env={}, source="fuzz"))
     runner, url = bg_loop.serve(app)
-    runners.append(runner)
     yield url
-    for r in runners:
-        bg_loop.run(r.cleanup())
+    bg_loop.run(runner.cleanup())
+    for fake in fakes.values():
+        bg_loop.run(fake.stop())
     print("\nfuzz statuses per persona:", {p: dict(c) for p, c in SEEN.items()})
 
 

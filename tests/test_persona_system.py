@@ -4,7 +4,7 @@ own message index."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,11 +17,8 @@ AUDIO = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}
 
 
 @pytest.fixture
-def upstream(bg_loop: Any) -> Iterator[FaultyUpstream]:
-    fake = FaultyUpstream()
-    runner, fake.url = bg_loop.serve(fake.app)
-    yield fake
-    bg_loop.run(runner.cleanup())
+def upstream(start_fake: Callable[[FaultyUpstream], FaultyUpstream]) -> FaultyUpstream:
+    return start_fake(FaultyUpstream())
 
 
 def start(start_proxy: Any, wire: str, url: str) -> Any:

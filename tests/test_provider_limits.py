@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -25,11 +25,8 @@ from tests.fakes.server import Reply
 
 
 @pytest.fixture
-def upstream(bg_loop: Any) -> Iterator[FaultyUpstream]:
-    fake = FaultyUpstream()
-    runner, fake.url = bg_loop.serve(fake.app)
-    yield fake
-    bg_loop.run(runner.cleanup())
+def upstream(start_fake: Callable[[FaultyUpstream], FaultyUpstream]) -> FaultyUpstream:
+    return start_fake(FaultyUpstream())
 
 
 def config(wire: str, url: str, **provider: Any) -> dict[str, Any]:

@@ -67,9 +67,8 @@ def _vector(i: int, text: str, dims: int) -> list[float]:
 
 
 @pytest.fixture
-def proxy(bg_loop: Any, start_proxy: Callable[..., ProxyHandle]) -> Any:
-    fake = EmbeddingUpstream()
-    runner, fake.url = bg_loop.serve(fake.app)
+def proxy(start_fake: Callable[..., Any], start_proxy: Callable[..., ProxyHandle]) -> Any:
+    fake = start_fake(EmbeddingUpstream())
     handle = start_proxy(
         {
             "providers": {
@@ -86,8 +85,7 @@ def proxy(bg_loop: Any, start_proxy: Callable[..., ProxyHandle]) -> Any:
             },
         }
     )
-    yield handle, fake
-    bg_loop.run(runner.cleanup())
+    return handle, fake
 
 
 def _client(handle: ProxyHandle) -> openai.OpenAI:
