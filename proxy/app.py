@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from proxy import redact
 from proxy.appkeys import CLIENT_NAME, PROVIDERS, SETTINGS, USAGE_WRITER
@@ -65,7 +66,7 @@ def _key_label(key: str) -> str:
     return "key-" + hashlib.sha256(key.encode()).hexdigest()[:10]
 
 
-def make_auth_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamResponse]]:
+def make_auth_middleware(settings: Settings) -> Middleware:
     keys = [k.get_secret_value().encode() for k in settings.server.api_keys]
 
     @web.middleware
@@ -126,7 +127,7 @@ async def _providers_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the aiohttp application for ``settings``."""
-    middlewares = [messages_error_middleware, error_middleware]
+    middlewares: list[Middleware] = [messages_error_middleware, error_middleware]
     if settings.server.api_keys:  # without client keys, one middleware layer less per request
         middlewares.append(make_auth_middleware(settings))
     app = web.Application(client_max_size=settings.server.max_body_bytes, middlewares=middlewares)

@@ -16,4 +16,4 @@ from proxy.usage.store import UsageWriter
 SETTINGS = web.AppKey("settings", Settings)
 USAGE_WRITER = web.AppKey("usage_writer", UsageWriter)
 PROVIDERS = web.AppKey("providers", dict[str, Provider])
-CLIENT_NAME = web.RequestKey("client_name", str)  # type: ignore[attr-defined]
+CLIENT_NAME = web.RequestKey("client_name", str)

@@ -172,7 +172,7 @@ def _problems(exc: ValidationError, prefix: str = "") -> list[str]:
     ]
 
 
-def _provider_configs(raw: Any) -> dict[str, Any]:
+def _provider_configs(raw: Any) -> Any:
     """Each ``providers`` entry validated by its type's own model (from the registry)."""
     if not isinstance(raw, dict):
         return raw  # pydantic reports the wrong shape

@@ -190,9 +190,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return web.Response(status=499)
     except Exception:
         log.exception("%s: internal error", completion_id)
-        exc = ProxyError(f"The proxy hit an internal error (request {completion_id}); see its log.")
-        rec.fail(exc, http_status=500)
-        return json_error(exc, headers=headers)
+        bug = ProxyError(f"The proxy hit an internal error (request {completion_id}); see its log.")
+        rec.fail(bug, http_status=500)
+        return json_error(bug, headers=headers)
     finally:
         rec.latency_ms = (time.perf_counter() - started) * 1000
         request_finished(app, rec)

@@ -53,7 +53,7 @@ async def serve_until_signal(
     delay: float = 0.0,
 ) -> None:
     """Run ``app`` on ``host:port`` until SIGTERM or SIGINT, then drain as described above."""
-    drain = app.setdefault(DRAIN, Drain())  # type: ignore[arg-type]
+    drain = app.setdefault(DRAIN, Drain())
     runner = web.AppRunner(
         app,
         handle_signals=False,  # ours below: readiness must flip before the listener closes

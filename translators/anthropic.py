@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from translators.anthropic_request import (
     ADAPTIVE_EFFORTS,
@@ -60,6 +60,9 @@ from translators.anthropic_request import (
     sanitize_tool_id,
     translate_request,
 )
+
+if TYPE_CHECKING:
+    from translators.base import RequestTranslator, ResponseTranslator, StreamTranslatorFactory
 from translators.base import (
     ChunkFactory,
     FinishReason,
@@ -284,7 +287,8 @@ class AnthropicStreamTranslator:
         """Translate one upstream event (its parsed ``data``) into zero or more chunks."""
         if self.complete:
             return []
-        handler = _HANDLERS.get(event.get("type"))
+        kind = event.get("type")
+        handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
         return handler(self, event) if handler is not None else []
 
     def finish(self) -> list[JSONDict]:
@@ -416,3 +420,9 @@ _HANDLERS = {
     "message_stop": AnthropicStreamTranslator._message_stop,
     # ping, error (the adapter's) and event types added later: ignored.
 }
+
+
+if TYPE_CHECKING:  # the translator contract (translators/base.py), checked by mypy
+    _request: RequestTranslator[JSONDict] = translate_request
+    _response: ResponseTranslator[JSONDict] = translate_response
+    _stream: StreamTranslatorFactory = AnthropicStreamTranslator

@@ -496,6 +496,7 @@ def _tool_choice(body: JSONDict, tools: list[JSONDict]) -> tuple[JSONDict | None
     if choice is None and body.get("function_call") is not None:
         fc, param = body["function_call"], "function_call"
         choice = fc if isinstance(fc, str) else {"type": "function", "function": fc}
+    out: JSONDict | None
     if choice is None:
         out = None
     elif choice == "auto":
@@ -508,7 +509,7 @@ def _tool_choice(body: JSONDict, tools: list[JSONDict]) -> tuple[JSONDict | None
         out = {"type": "tool", "name": (choice.get("function") or {}).get("name")}
     elif isinstance(choice, dict) and choice.get("type") == "allowed_tools":
         allowed = choice.get("allowed_tools") or {}
-        names: list[str] = []
+        names: list[Any] = []
         for k, ref in enumerate(allowed.get("tools") or []):
             name = (ref.get("function") or {}).get("name")
             if name not in {t["name"] for t in tools}:
@@ -540,8 +541,9 @@ def _stop_sequences(stop: Any) -> list[str]:
 
 def _user_id(body: JSONDict) -> str | None:
     for key in ("safety_identifier", "user"):  # the newer name wins
-        if isinstance(body.get(key), str) and body[key]:
-            return body[key]
+        value = body.get(key)
+        if isinstance(value, str) and value:
+            return value
     return None
 
 
@@ -549,7 +551,7 @@ def translate_request(
     body: JSONDict,
     *,
     model: str,
-    default_max_tokens: int,
+    default_max_tokens: int = 4096,
     system: str | None = None,
     sampling_params: bool = True,
     thinking_lookup: ThinkingLookup | None = None,
@@ -591,11 +593,11 @@ def translate_request(
     json_mode = response_format.get("type") == "json_object" or (
         response_format.get("type") == "json_schema" and schema is None
     )
-    system, messages = builder.finish()
+    system_blocks, messages = builder.finish()
     if json_mode:
         # No native JSON mode (docs/wire-formats.md 4.6): ask for it after every other instruction.
         # Added after finish() so it can never be mistaken for a system-only request's prompt.
-        system.append({"type": "text", "text": JSON_OBJECT_INSTRUCTION})
+        system_blocks.append({"type": "text", "text": JSON_OBJECT_INSTRUCTION})
 
     max_tokens = body.get("max_completion_tokens")
     if max_tokens is None:
@@ -604,8 +606,8 @@ def translate_request(
         max_tokens = default_max_tokens
 
     out: JSONDict = {"model": model, "max_tokens": max_tokens, "messages": messages}
-    if system:
-        out["system"] = system
+    if system_blocks:
+        out["system"] = system_blocks
     output_config: JSONDict = {}
     if schema is not None and response_format.get("type") == "json_schema":
         output_config["format"] = {"type": "json_schema", "schema": schema}

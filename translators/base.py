@@ -1,14 +1,17 @@
-"""Types and helpers shared by every translator.
+"""The translator contract, and the types and helpers every translator shares.
 
-A provider module in this package exposes the same three names:
+A provider module in this package exposes the same three names, typed by the Protocols below
+(each module checks its own conformance under ``TYPE_CHECKING``; mypy runs in CI):
 
-* ``translate_request(body, *, model, ...) -> dict``: the OpenAI request body (already validated,
-  persona system text and params applied) to the provider's body.
-* ``translate_response(body, *, meta) -> tuple[dict, Usage]``: a non-streaming provider answer to
-  an OpenAI ``chat.completion`` dict and its usage.
-* ``<Provider>StreamTranslator(meta)``: one object per streamed response with
-  ``feed(event) -> list[chunk]``, ``finish() -> list[chunk]``, and the running ``usage``,
-  ``finish_reason``, ``model`` and ``complete`` attributes.
+* ``translate_request(body, *, model, system=None, ...)`` (:class:`RequestTranslator`): the
+  client's OpenAI request (validated, persona params applied) and the persona's system text to
+  the provider's request (a JSON body; an :class:`~translators.claude_agent.AgentRequest` for
+  claude-agent).
+* ``translate_response(answer, *, meta) -> (chat.completion dict, Usage)``
+  (:class:`ResponseTranslator`): a non-streaming provider answer (for claude-agent, the SDK's
+  messages) to an OpenAI ``chat.completion`` dict and its usage.
+* ``<Provider>StreamTranslator(meta)`` (:class:`StreamTranslatorFactory`): one
+  :class:`StreamTranslator` per streamed response.
 
 Chunks are plain dicts shaped like ``openai.types.chat.ChatCompletionChunk``. The proxy, not the
 translator, adds the ``include_usage`` chunk and the ``[DONE]`` terminator.
@@ -17,11 +20,15 @@ translator, adds the ``include_usage`` chunk and the ``[DONE]`` terminator.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol, TypeVar
 
-FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
+from translators.openai_types import CompletionUsage, FinishReason, PromptTokensDetails
+
+__all__ = ["FinishReason", "JSONDict"]
 
 JSONDict = dict[str, Any]
+T_co = TypeVar("T_co", covariant=True)
+T_contra = TypeVar("T_contra", contravariant=True)
 
 
 class TranslationError(Exception):
@@ -77,9 +84,9 @@ class Usage:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    def to_openai(self) -> JSONDict:
+    def to_openai(self) -> CompletionUsage:
         """The OpenAI ``usage`` object."""
-        prompt_details: JSONDict = {"cached_tokens": self.cached_tokens}
+        prompt_details: PromptTokensDetails = {"cached_tokens": self.cached_tokens}
         if self.cache_write_tokens:
             prompt_details["cache_write_tokens"] = self.cache_write_tokens
         return {
@@ -89,6 +96,22 @@ class Usage:
             "prompt_tokens_details": prompt_details,
             "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
         }
+
+
+class RequestTranslator(Protocol[T_co]):
+    """``translate_request``: the client's request and the persona's system text to the
+    provider's request. Raises :class:`TranslationError` for what the provider cannot do."""
+
+    def __call__(self, body: JSONDict, /, *, model: str, system: str | None = None) -> T_co: ...
+
+
+class ResponseTranslator(Protocol[T_contra]):
+    """``translate_response``: a non-streamed answer to a ``chat.completion`` dict and its
+    usage. Raises :class:`UpstreamFormatError` for an answer it cannot read."""
+
+    def __call__(
+        self, answer: T_contra, /, *, meta: ResponseMeta
+    ) -> tuple[JSONDict, Usage | None]: ...
 
 
 class StreamSource(Protocol):
@@ -208,3 +231,9 @@ def parse_data_url(url: str, *, param: str) -> tuple[str, str]:
             "image data URLs must look like 'data:<mime type>;base64,<data>'", param=param
         )
     return head[5:-7], data
+
+
+class StreamTranslatorFactory(Protocol):
+    """The stream translator class of a provider module: one instance per response."""
+
+    def __call__(self, meta: ResponseMeta, /) -> StreamTranslator: ...

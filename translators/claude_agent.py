@@ -41,10 +41,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from translators import anthropic
 from translators.base import JSONDict, ResponseMeta, UpstreamFormatError, Usage
+
+if TYPE_CHECKING:
+    from translators.base import RequestTranslator, ResponseTranslator, StreamTranslatorFactory
 
 #: The in-process MCP server's key in ``mcp_servers``; tools appear as ``mcp__c__<name>``.
 TOOL_SERVER = "c"
@@ -340,7 +343,8 @@ def result_usage(result: Any) -> Usage:
 
 def _stop_reason(result: Any) -> str | None:
     reason = result.stop_reason
-    return _RESULT_STOP_REASONS.get(reason, reason)
+    mapped: str | None = _RESULT_STOP_REASONS.get(reason, reason)
+    return mapped
 
 
 def _result_model(result: Any) -> str | None:
@@ -489,7 +493,7 @@ class AgentStreamTranslator:
         # at a deferred tool call before it): the result has the stop reason.
         out: list[JSONDict] = []
         if self._messages == 0:
-            start = {"model": _result_model(result), "usage": {}}
+            start: JSONDict = {"model": _result_model(result), "usage": {}}
             out += self._inner.feed({"type": "message_start", "message": start})
         stop = "tool_use" if self._inner.tool_call_ids else _stop_reason(result)
         out += self._inner.feed({"type": "message_delta", "delta": {"stop_reason": stop}})
@@ -569,3 +573,22 @@ class AgentResponseCollector:
         usage = result_usage(result)
         out["usage"] = usage.to_openai()
         return out, usage
+
+
+def translate_response(messages: Iterable[Any], *, meta: ResponseMeta) -> tuple[JSONDict, Usage]:
+    """A whole run's SDK messages -> one ``chat.completion`` and its usage.
+
+    Raises:
+        AgentError: The CLI reported a failure.
+        UpstreamFormatError: No result message arrived.
+    """
+    collector = AgentResponseCollector(meta)
+    for message in messages:
+        collector.feed(message)
+    return collector.completion()
+
+
+if TYPE_CHECKING:  # the translator contract (translators/base.py), checked by mypy
+    _request: RequestTranslator[AgentRequest] = translate_request
+    _response: ResponseTranslator[Iterable[Any]] = translate_response
+    _stream: StreamTranslatorFactory = AgentStreamTranslator

@@ -56,10 +56,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+if TYPE_CHECKING:
+    from translators.base import RequestTranslator, ResponseTranslator, StreamTranslatorFactory
 from translators.base import FinishReason, JSONDict, ResponseMeta, UpstreamFormatError, Usage
 from translators.gemini_request import (
     SIGNATURE_SENTINEL,
@@ -466,3 +468,9 @@ class GeminiStreamTranslator:
                 {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}
             ],
         }
+
+
+if TYPE_CHECKING:  # the translator contract (translators/base.py), checked by mypy
+    _request: RequestTranslator[JSONDict] = translate_request
+    _response: ResponseTranslator[Any] = translate_response
+    _stream: StreamTranslatorFactory = GeminiStreamTranslator

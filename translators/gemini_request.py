@@ -130,10 +130,10 @@ def translate_request(
         builder.add({"role": "system", "content": system}, param="system")
     for i, msg in enumerate(body["messages"]):
         builder.add(msg, param=f"messages[{i}]")
-    contents, system = builder.finish()
+    contents, system_parts = builder.finish()
     out: JSONDict = {"contents": contents}
-    if system:
-        out["systemInstruction"] = {"parts": system}
+    if system_parts:
+        out["systemInstruction"] = {"parts": system_parts}
     declarations = _declarations(body, budget)
     if declarations:
         out["tools"] = [{"functionDeclarations": declarations}]

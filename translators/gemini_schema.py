@@ -411,7 +411,7 @@ class _Converter:
             return
         if types == ["integer"] and float(value).is_integer():
             # For integers "> 3" is exactly ">= 4".
-            candidate = int(value) + step
+            candidate: float = int(value) + step
         else:
             # For numbers the subset only has inclusive bounds: keep the inclusive one (looser
             # by one point) and state the exact bound in words.

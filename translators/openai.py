@@ -8,8 +8,10 @@ of the stream (the proxy adds its own usage chunk when the client asked for one)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from translators.base import RequestTranslator, ResponseTranslator, StreamTranslatorFactory
 from translators.base import JSONDict, ResponseMeta, UpstreamFormatError, Usage
 
 
@@ -61,7 +63,7 @@ class OpenAIStreamTranslator:
 
     __slots__ = ("meta", "keep_usage_key", "usage", "finish_reason", "model", "complete")
 
-    def __init__(self, meta: ResponseMeta, *, keep_usage_key: bool) -> None:
+    def __init__(self, meta: ResponseMeta, *, keep_usage_key: bool = False) -> None:
         self.meta = meta
         # With include_usage, OpenAI puts "usage": null on every chunk; clients that asked for
         # it expect that, clients that did not never saw the key.
@@ -101,3 +103,9 @@ class OpenAIStreamTranslator:
         if not self.complete and self.finish_reason is None:
             raise UpstreamFormatError("the stream ended before any finish_reason or [DONE]")
         return []
+
+
+if TYPE_CHECKING:  # the translator contract (translators/base.py), checked by mypy
+    _request: RequestTranslator[JSONDict] = translate_request
+    _response: ResponseTranslator[Any] = translate_response
+    _stream: StreamTranslatorFactory = OpenAIStreamTranslator

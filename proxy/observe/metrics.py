@@ -153,14 +153,14 @@ class Totals:
             if vals[_COST] is not None:
                 e[_COST] = (e[_COST] or 0.0) + vals[_COST]
         for *k, v in data.get("attempts", ()):
-            self.attempts[tuple(k)] = self.attempts.get(tuple(k), 0) + v  # type: ignore[index]
+            self.attempts[tuple(k)] = self.attempts.get(tuple(k), 0) + v
         for *k, v in data.get("rate_limited", ()):
-            self.rate_limited[tuple(k)] = self.rate_limited.get(tuple(k), 0) + v  # type: ignore[index]
+            self.rate_limited[tuple(k)] = self.rate_limited.get(tuple(k), 0) + v
         for persona, n in data.get("live", {}).items():
             self.live[persona] = self.live.get(persona, 0) + n
         for *k, v in data.get("circuits", ()):
             # Without shared state each worker has its own breaker: open if any has it open.
-            self.circuits[tuple(k)] = max(self.circuits.get(tuple(k), 0), v)  # type: ignore[index]
+            self.circuits[tuple(k)] = max(self.circuits.get(tuple(k), 0), v)
 
     def copy(self) -> Totals:
         out = Totals()
@@ -355,7 +355,7 @@ class Metrics:
                 except (OSError, orjson.JSONDecodeError, ValueError, TypeError):
                     log.warning("skipping unreadable metrics file %s", path)
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Collector(totals))  # type: ignore[arg-type]
+        registry.register(_Collector(totals))
         return generate_latest(registry)
 
     def close(self) -> None:

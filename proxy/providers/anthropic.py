@@ -58,7 +58,7 @@ class AnthropicProvider(HTTPProvider):
 
     def __init__(self, name: str, config: Any, session: aiohttp.ClientSession) -> None:
         super().__init__(name, config, session)
-        self.url = config.base_url.rstrip("/") + "/v1/messages"
+        self.url: str = config.base_url.rstrip("/") + "/v1/messages"
         # API version 2026-10-21 rejects temperature/top_p/top_k outright
         # (docs/wire-formats.md 0.2).
         self.sampling_params = config.anthropic_version == "2023-06-01"

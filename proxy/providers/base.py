@@ -144,7 +144,7 @@ class Provider(ABC):
         """The configured key, else the provider type's conventional environment variable."""
         key = getattr(self.config, "api_key", None)
         if key is not None and key.get_secret_value():
-            return key.get_secret_value()
+            return str(key.get_secret_value())
         names = registry.key_vars(self.type)
         for var in names:
             if os.environ.get(var):
@@ -207,7 +207,7 @@ def retry_after_of(headers: Any) -> str | None:
     """``Retry-After`` in whole seconds from ``retry-after`` or ``retry-after-ms``."""
     value = headers.get("retry-after")
     if value:
-        return value
+        return str(value)
     ms = headers.get("retry-after-ms")
     if ms:
         with contextlib.suppress(ValueError):

@@ -34,7 +34,7 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -126,7 +126,7 @@ def _transport_class(sdk: Any) -> type | None:
     except ImportError:
         return None
 
-    class KillableTransport(SubprocessCLITransport):  # type: ignore[misc, valid-type]
+    class KillableTransport(SubprocessCLITransport):
         process: Any = None
 
         async def connect(self) -> None:
@@ -171,7 +171,7 @@ class ClaudeAgentProvider(Provider):
         async with self._slot(), self._run(call, req, partial=True) as run:
             translator = tr.AgentStreamTranslator(call.meta)
 
-            async def chunks() -> AsyncIterator[dict[str, Any]]:
+            async def chunks() -> AsyncGenerator[dict[str, Any], None]:
                 with self._mapping_errors(run):
                     async for message in run.messages():
                         for chunk in translator.feed(message):

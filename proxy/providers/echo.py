@@ -18,7 +18,7 @@ import orjson
 from proxy.errors import InvalidRequest
 from proxy.providers.base import Call, ChunkStream, Completion, Provider, StreamTotals
 from proxy.providers.spec import Capabilities, DefaultEntry, ProviderConfigBase, ProviderType
-from translators.base import ChunkFactory, Usage, completion, text_of
+from translators.base import ChunkFactory, FinishReason, Usage, completion, text_of
 from translators.json_example import example_for
 
 
@@ -45,12 +45,12 @@ def _forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
     if not tools or choice in (None, "auto", "none"):
         return None
     if choice == "required":
-        return tools[0]
+        return dict(tools[0])
     if isinstance(choice, dict):
         name = (choice.get("function") or {}).get("name")
         for tool in tools:
             if tool.get("name") == name:
-                return tool
+                return dict(tool)
         raise InvalidRequest(
             f"tool_choice names {name!r}, which is not in 'tools'", param="tool_choice"
         )
@@ -60,7 +60,7 @@ def _forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
 class EchoProvider(Provider):
     type = "echo"
 
-    def _answer(self, call: Call) -> tuple[dict[str, Any], str, Usage]:
+    def _answer(self, call: Call) -> tuple[dict[str, Any], FinishReason, Usage]:
         body = call.body
         messages = body["messages"]
         prompt_words = _words(call.system or "")

@@ -45,7 +45,7 @@ from translators.base import JSONDict, StreamTranslator, UpstreamFormatError
 class HTTPStreamTranslator(StreamTranslator, Protocol):
     """A stream translator whose ``complete`` the base sets on OpenAI's ``[DONE]``."""
 
-    complete: bool  # type: ignore[misc]  # settable here, read-only in the general contract
+    complete: bool  # settable here, read-only in the general contract
 
 
 #: What a translator may raise on a well-formed JSON event of an unexpected shape (a list where

@@ -38,7 +38,7 @@ class OpenAIProvider(HTTPProvider):
 
     def __init__(self, name: str, config: Any, session: aiohttp.ClientSession) -> None:
         super().__init__(name, config, session)
-        self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._url: str = config.base_url.rstrip("/") + "/chat/completions"
         self._static_headers = {"Content-Type": "application/json", **config.headers}
         if config.organization:
             self._static_headers["OpenAI-Organization"] = config.organization

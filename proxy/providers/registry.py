@@ -65,7 +65,7 @@ def capabilities(provider_type: str) -> dict[str, bool]:
     spec = _load().get(provider_type)
     if spec is None:
         return dict.fromkeys(Capabilities.__annotations__, False)
-    return dict(spec.capabilities)
+    return {name: bool(value) for name, value in spec.capabilities.items()}
 
 
 def key_vars(provider_type: str) -> tuple[str, ...]:

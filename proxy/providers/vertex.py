@@ -94,7 +94,7 @@ class VertexCredentials:
         now = datetime.now(UTC)
         if expiry.tzinfo is None:  # google-auth keeps naive UTC datetimes
             now = now.replace(tzinfo=None)
-        return (expiry - now).total_seconds() > self._margin
+        return bool((expiry - now).total_seconds() > self._margin)
 
     def _refresh(self) -> None:
         """Load (first time) and refresh the credentials; runs in a worker thread."""
@@ -162,4 +162,6 @@ class UrllibRequest:
         except urllib.error.HTTPError as exc:
             return _Response(exc.code, dict(exc.headers), exc.read())
         except (urllib.error.URLError, OSError) as exc:
-            raise exceptions.TransportError(f"cannot reach {url}: {exc}") from exc
+            raise exceptions.TransportError(  # type: ignore[no-untyped-call]
+                f"cannot reach {url}: {exc}"
+            ) from exc

@@ -17,7 +17,7 @@ import logging
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from proxy.providers import registry
 
@@ -90,7 +90,7 @@ class _Segments:
                 self._linear[key] = _EXACT
                 return exact
             entry[5] -= 1
-        return price
+        return cast(Decimal, price)
 
 
 def _tier_starts(provider_id: str, model: str) -> tuple[int, ...] | None:
