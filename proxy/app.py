@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from proxy import redact
+from proxy import redact, wire
 from proxy.appkeys import CLIENT_NAME, PROVIDERS, SETTINGS, USAGE_WRITER
 from proxy.config import Settings
 from proxy.doors.messages import messages_error_middleware
@@ -137,5 +137,10 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_usage_ctx)
     app.cleanup_ctx.append(_providers_ctx)
     setup_routes(app)
+    wire.install(
+        app,
+        client_timeout=settings.server.client_timeout,
+        max_idle_per_client=settings.server.max_idle_connections_per_client,
+    )
     setup_observe(app)
     return app

@@ -6,9 +6,10 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from proxy import __version__
-from proxy.config import ConfigError, Settings, load_settings
+from proxy.config import ConfigError, Settings, load_settings, usage_database
 from proxy.redact import redact_logs
 
 DESCRIPTION = """\
@@ -85,9 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path: str | None) -> Settings:
+def _load(path: str | None, *, need_personas: bool = True) -> Settings:
     try:
-        return load_settings(path)
+        settings = load_settings(path)
+        if need_personas and not settings.personas:
+            raise ConfigError(
+                f"{settings.source}: no personas: define at least one under 'personas' "
+                "(see the README's Configuration section)"
+            )
+        return settings
     except ConfigError as exc:
         print(f"persona-proxy: config error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -128,7 +135,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_usage(args: argparse.Namespace) -> int:
     from proxy.usage.report import print_report, print_show  # noqa: PLC0415
 
-    database = args.database or _load(args.config).usage.database
+    database = args.database
+    if not database:
+        try:
+            database = usage_database(args.config)  # needs no provider keys
+        except ConfigError as exc:
+            print(f"persona-proxy: config error: {exc}", file=sys.stderr)
+            return 1
+    if "://" not in database and not Path(database).is_file():
+        print(
+            f"persona-proxy: usage database {database} does not exist (no request was served "
+            "with this usage.database yet, or --database/--config points elsewhere)",
+            file=sys.stderr,
+        )
+        return 1
     if args.action == "show":
         if not args.id:
             print("persona-proxy usage show: give the request id", file=sys.stderr)

@@ -54,6 +54,11 @@ class ServerConfig(_Strict):
     api_keys: list[SecretStr] = Field(default_factory=list)
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
     persona_header: str = "X-Persona"
+    # Slow or idle clients (proxy/wire.py): seconds to send complete request headers (also the
+    # idle keep-alive time), seconds to send the body, idle connections one address may hold.
+    client_timeout: float = Field(60.0, gt=0)
+    body_timeout: float = Field(60.0, gt=0)
+    max_idle_connections_per_client: int = Field(100, ge=0)
     # SIGTERM: how long in-flight requests and streams may run on before the process exits
     # (keep the Helm chart's terminationGracePeriodSeconds above it).
     shutdown_grace_seconds: float = Field(25.0, ge=0)
@@ -220,12 +225,29 @@ def _cross_check(settings: Settings) -> None:
         )
 
 
+def _check_provider_types(data: dict[str, Any], source: str) -> None:
+    # Before ${VAR} interpolation: a typo'd type must be reported as such, not as the missing
+    # key variable of a provider type that does not exist.
+    providers = data.get("providers")
+    if not isinstance(providers, dict):
+        return
+    known = registry.provider_types()
+    for name, cfg in providers.items():
+        kind = cfg.get("type") if isinstance(cfg, dict) else None
+        if isinstance(kind, str) and kind not in known:
+            raise ConfigError(
+                f"{source}: providers.{name}.type: unknown provider type {kind!r} "
+                f"(known: {', '.join(known)})"
+            )
+
+
 def settings_from_dict(data: Any, *, env: Mapping[str, str], source: str) -> Settings:
     """Validate a parsed config document into :class:`Settings`."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
+    _check_provider_types(data, source)
     try:
         data = _interpolate(data, env, "", None)
         settings = Settings.model_validate({**data, "source": source})
@@ -237,28 +259,58 @@ def settings_from_dict(data: Any, *, env: Mapping[str, str], source: str) -> Set
     return settings
 
 
-def load_settings(path: str | Path | None, *, env: Mapping[str, str] | None = None) -> Settings:
-    """Load the config: ``path``, else ``$PERSONA_PROXY_CONFIG``, else ``./persona-proxy.yaml``,
-    else the built-in default."""
-    env = os.environ if env is None else env
+def _config_path(path: str | Path | None, env: Mapping[str, str]) -> str | Path | None:
     if path is None:
         path = env.get("PERSONA_PROXY_CONFIG") or (
             "persona-proxy.yaml" if Path("persona-proxy.yaml").is_file() else None
         )
-    if path is None:
-        return default_settings(env)
-    file = Path(path)
+    return path
+
+
+def _read_document(file: Path) -> Any:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read the config file ({exc.strerror})") from None
     try:
-        data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise ConfigError(
-            f"{file}: not valid {'JSON' if file.suffix == '.json' else 'YAML'}: {exc}"
-        ) from None
-    return settings_from_dict(data, env=env, source=str(file))
+        return json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        # PyYAML names the input "<unicode string>" when given text; name the file instead.
+        for mark in (getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)):
+            if mark is not None:
+                mark.name = str(file)
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{file}: not valid JSON: {exc}") from None
+
+
+def load_settings(path: str | Path | None, *, env: Mapping[str, str] | None = None) -> Settings:
+    """Load the config: ``path``, else ``$PERSONA_PROXY_CONFIG``, else ``./persona-proxy.yaml``,
+    else the built-in default."""
+    env = os.environ if env is None else env
+    path = _config_path(path, env)
+    if path is None:
+        return default_settings(env)
+    file = Path(path)
+    return settings_from_dict(_read_document(file), env=env, source=str(file))
+
+
+def usage_database(path: str | Path | None, *, env: Mapping[str, str] | None = None) -> str:
+    """Only ``usage.database`` of the config: reading usage needs no provider keys, so the rest
+    of the file (and the variables it names) is not resolved."""
+    env = os.environ if env is None else env
+    path = _config_path(path, env)
+    if path is None:
+        return UsageConfig().database
+    data = _read_document(Path(path))
+    section = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(section, dict):
+        return UsageConfig().database
+    try:
+        database = _interpolate(section, env, "usage", None).get("database")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return str(database) if database else UsageConfig().database
 
 
 def default_settings(env: Mapping[str, str]) -> Settings:

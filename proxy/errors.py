@@ -175,9 +175,12 @@ def upstream_status_error(
 
 def json_error(exc: ProxyError, *, headers: dict[str, str] | None = None) -> web.Response:
     """``exc`` as a JSON error response (its status, envelope and headers, plus ``headers``)."""
-    return web.Response(
+    resp = web.Response(
         status=exc.status,
         body=exc.body(),
         content_type="application/json",
         headers={**exc.headers, **(headers or {})},
     )
+    if exc.status == 408:  # the body never arrived (proxy/wire.py): do not wait for the rest
+        resp.force_close()
+    return resp

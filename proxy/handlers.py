@@ -19,7 +19,6 @@ from proxy.appkeys import CLIENT_NAME, PROVIDERS, SETTINGS, USAGE_WRITER
 from proxy.config import Persona, Settings
 from proxy.errors import (
     InvalidRequest,
-    PayloadTooLarge,
     PersonaNotFound,
     PersonaRequired,
     ProxyError,
@@ -38,6 +37,7 @@ from proxy.providers.base import Call, Completion
 from proxy.streaming import stream_chat
 from proxy.usage.store import UsageRecord
 from proxy.validation import validate_chat_request
+from proxy.wire import read_body
 from translators.base import ResponseMeta
 
 log = logging.getLogger(__name__)
@@ -100,17 +100,8 @@ def _now_iso() -> str:
 
 
 async def _read_json(request: web.Request, limit: int) -> Any:
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(
-            f"Request body is {request.content_length} bytes; the limit is {limit} bytes "
-            "(server.max_body_bytes)."
-        )
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(
-            f"Request body is over the limit of {limit} bytes (server.max_body_bytes)."
-        ) from None
+    timeout = request.app[SETTINGS].server.body_timeout
+    raw = await read_body(request, limit=limit, timeout=timeout)
     if not raw:
         raise InvalidRequest("The request body is empty; expected a JSON object.")
     try:

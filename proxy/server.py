@@ -17,6 +17,7 @@ from aiohttp import web
 from proxy.app import USAGE_WRITER, create_app
 from proxy.config import Settings
 from proxy.lifecycle import serve_until_signal
+from proxy.preflight import preflight
 
 log = logging.getLogger("proxy")
 
@@ -69,16 +70,20 @@ def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool) -> N
     # Graceful: SIGTERM turns /health/ready to 503, stops accepting, lets in-flight requests
     # finish within server.shutdown_grace_seconds and flushes the usage writer.
     server = settings.server
-    asyncio.run(
-        serve_until_signal(
-            app,
-            host=host,
-            port=port,
-            reuse_port=reuse_port,
-            grace=server.shutdown_grace_seconds,
-            delay=server.shutdown_delay_seconds,
+    try:
+        asyncio.run(
+            serve_until_signal(
+                app,
+                host=host,
+                port=port,
+                reuse_port=reuse_port,
+                grace=server.shutdown_grace_seconds,
+                delay=server.shutdown_delay_seconds,
+            )
         )
-    )
+    except OSError as exc:  # lost a race with the preflight checks: still one line, exit 1
+        print(f"persona-proxy: cannot start: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def private_metrics_dir() -> str:
@@ -96,6 +101,10 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
     upstream connection pool and usage writer; SQLite in WAL mode keeps their rows consistent."""
     host = host or settings.server.host
     port = settings.server.port if port is None else port
+    problem = preflight(settings, host, port, workers=workers)
+    if problem is not None:
+        print(f"persona-proxy: {problem}", file=sys.stderr)
+        return 1
     personas = ", ".join(
         f"{n}{' (default)' if n == settings.default_persona else ''}" for n in settings.personas
     )

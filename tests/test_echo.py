@@ -95,3 +95,33 @@ def test_parse_with_pydantic(client):
         model="echo", messages=[{"role": "user", "content": "x"}], response_format=Answer
     )
     assert r.choices[0].message.parsed == Answer(title="echo", score=0, tags=[])
+
+
+def test_n_choices_json_and_stream(client):
+    """`n>1` gives n choices, like every other persona type (issue 9)."""
+    msgs = [{"role": "user", "content": "two words"}]
+    r = client.chat.completions.create(model="echo", messages=msgs, n=3)
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    assert {c.message.content for c in r.choices} == {"two words"}
+    assert r.usage.completion_tokens == 6
+    text: dict[int, str] = {}
+    finished: set[int] = set()
+    for chunk in client.chat.completions.create(
+        model="echo", messages=msgs, n=2, stream=True, stream_options={"include_usage": True}
+    ):
+        for c in chunk.choices:
+            text[c.index] = text.get(c.index, "") + (c.delta.content or "")
+            if c.finish_reason:
+                finished.add(c.index)
+        if chunk.usage:
+            assert chunk.usage.completion_tokens == 4
+    assert text == {0: "two words", 1: "two words"}
+    assert finished == {0, 1}
+
+
+def test_n_out_of_range_is_a_400(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(
+            model="echo", messages=[{"role": "user", "content": "x"}], n=500
+        )
+    assert err.value.body["param"] == "n"

@@ -107,9 +107,14 @@ class EchoProvider(Provider):
 
     async def complete(self, call: Call) -> Completion:
         message, finish, usage = self._answer(call)
+        n = _choices(call)
+        usage = _times(usage, n)
         body = completion(
             call.meta, model=call.model, message=message, finish_reason=finish, usage=usage
         )
+        # `n` choices, like every other provider type: the same deterministic answer n times.
+        first = body["choices"][0]
+        body["choices"] = [{**first, "index": i} for i in range(n)]
         return Completion(body=body, usage=usage, model=call.model, finish_reason=finish)
 
     @asynccontextmanager
@@ -122,16 +127,41 @@ class EchoProvider(Provider):
         self, call: Call, message: dict[str, Any], finish: Any, usage: Usage, totals: StreamTotals
     ) -> AsyncIterator[dict[str, Any]]:
         factory = ChunkFactory(call.meta, call.model)
-        yield factory.chunk({"role": "assistant", "content": ""})
-        for i, tc in enumerate(message.get("tool_calls") or []):
-            yield factory.chunk({"tool_calls": [{"index": i, **tc}]})
-        text = message.get("content") or ""
-        pieces = _WORDS.findall(text) or ([text] if text else [])
-        for piece in pieces:
-            yield factory.chunk({"content": piece})
-        totals.finish_reason = finish
-        totals.usage = usage
-        yield factory.chunk({}, finish)
+        n = _choices(call)
+        for choice in range(n):  # one choice after the other, each with its own index
+            chunk = factory.chunk if choice == 0 else _indexed(factory, choice)
+            yield chunk({"role": "assistant", "content": ""})
+            for i, tc in enumerate(message.get("tool_calls") or []):
+                yield chunk({"tool_calls": [{"index": i, **tc}]})
+            text = message.get("content") or ""
+            pieces = _WORDS.findall(text) or ([text] if text else [])
+            for piece in pieces:
+                yield chunk({"content": piece})
+            if choice == n - 1:
+                totals.finish_reason = finish
+                totals.usage = _times(usage, n)
+            yield chunk({}, finish)
+
+
+def _choices(call: Call) -> int:
+    n = call.body.get("n")
+    return n if isinstance(n, int) and n > 1 else 1
+
+
+def _times(usage: Usage, n: int) -> Usage:
+    """Usage of ``n`` choices: the prompt once, the completion ``n`` times (as OpenAI bills)."""
+    if n == 1:
+        return usage
+    return Usage(usage.prompt_tokens, usage.completion_tokens * n)
+
+
+def _indexed(factory: ChunkFactory, index: int) -> Any:
+    def chunk(delta: dict[str, Any], finish_reason: Any = None) -> dict[str, Any]:
+        out = factory.chunk(delta, finish_reason)
+        out["choices"][0]["index"] = index
+        return out
+
+    return chunk
 
 
 def _default(env: Mapping[str, str]) -> DefaultEntry | None:
