@@ -315,3 +315,47 @@ def test_x_api_key_is_a_client_key(start_proxy: Any) -> None:
         "type": "error",
         "error": {"type": "authentication_error", "message": "Incorrect API key provided."},
     }
+
+
+def test_translated_doors_put_persona_system_first_and_params_as_defaults(
+    bg_loop: Any, start_proxy: Any
+) -> None:
+    """Messages and Responses on an openai persona: the persona's system text goes first, the
+    client's own system text / instructions after it, persona params fill what the client left
+    out."""
+    import openai
+
+    from tests.fakes.auto import AutoUpstream
+    from tests.fakes.openai import OpenAIWire
+
+    fake = AutoUpstream(OpenAIWire("gpt-x-2025"))
+    runner, fake.url = bg_loop.serve(fake.app)
+    try:
+        proxy = start_proxy(
+            {
+                "providers": {"o": {"type": "openai", "api_key": "k", "base_url": fake.url}},
+                "personas": {
+                    "p": {
+                        "provider": "o",
+                        "model": "gpt-x",
+                        "system": "Persona rules.",
+                        "params": {"temperature": 0.3, "max_tokens": 77},
+                    }
+                },
+            }
+        )
+        a = anthropic.Anthropic(base_url=proxy.url, api_key="k", max_retries=0)
+        msg = a.messages.create(model="p", max_tokens=10, system="Client rules.", messages=user())
+        assert msg.model == "gpt-x-2025"
+        sent = fake.last.json
+        assert [m["role"] for m in sent["messages"]] == ["system", "system", "user"]
+        assert sent["messages"][0]["content"] == "Persona rules."
+        assert sent["max_tokens"] == 10 and sent["temperature"] == 0.3
+        o = openai.OpenAI(base_url=proxy.base_url, api_key="k", max_retries=0)
+        o.responses.create(model="p", input=QUESTION, instructions="Client rules.")
+        sent = fake.last.json
+        assert sent["messages"][0] == {"role": "system", "content": "Persona rules."}
+        assert sent["messages"][1] == {"role": "system", "content": "Client rules."}
+        assert sent["temperature"] == 0.3 and sent["model"] == "gpt-x"
+    finally:
+        bg_loop.run(runner.cleanup())
