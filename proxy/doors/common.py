@@ -118,9 +118,11 @@ def apply_persona_chat(body: dict[str, Any], persona: Persona) -> dict[str, Any]
     return apply_persona(body, persona)
 
 
-async def complete(door: Door, call: Call) -> Completion:
-    """The one internal non-streamed call (the router's entry point once it lands)."""
-    assert door.provider is not None
+async def complete(door: Door, body: dict[str, Any], *, completion_id: str) -> Completion:
+    """The one internal non-streamed call for a translated chat ``body`` (persona not yet
+    applied: a router applies each candidate persona's own)."""
+    assert door.provider is not None and door.persona is not None
+    call = door.call(apply_persona_chat(body, door.persona), completion_id=completion_id)
     attempt_start()
     try:
         result = await door.provider.complete(call)
@@ -133,10 +135,14 @@ async def complete(door: Door, call: Call) -> Completion:
 
 
 @asynccontextmanager
-async def open_stream(door: Door, call: Call) -> AsyncIterator[tuple[ChunkStream, Any]]:
-    """The one internal streamed call, peeked: yields the stream and its first chunk, so a
-    failure before the first upstream event is an ordinary HTTP error."""
-    assert door.provider is not None
+async def open_stream(
+    door: Door, body: dict[str, Any], *, completion_id: str
+) -> AsyncIterator[tuple[ChunkStream, AsyncIterator[dict[str, Any]], dict[str, Any]]]:
+    """The one internal streamed call, peeked: yields the stream (its running totals), the
+    rest of its chunks and the first chunk, so a failure before the first upstream event is
+    an ordinary HTTP error."""
+    assert door.provider is not None and door.persona is not None
+    call = door.call(apply_persona_chat(body, door.persona), completion_id=completion_id)
     door.rec.stream = True
     attempt_start()
     async with door.provider.stream(call) as stream:
@@ -157,6 +163,6 @@ async def open_stream(door: Door, call: Call) -> AsyncIterator[tuple[ChunkStream
         # is thus left out of the overhead histogram on these doors).
         stream_resume()
         try:
-            yield stream, first
+            yield stream, chunks, first
         finally:
             attempt_end()

@@ -23,7 +23,7 @@ import orjson
 from aiohttp import web
 
 from proxy.doors import anthropic_native
-from proxy.doors.common import Door, apply_persona_chat, complete, open_stream, read_json
+from proxy.doors.common import Door, complete, open_stream, read_json
 from proxy.errors import InvalidRequest, ProxyError
 from proxy.sse import SSE_HEADERS
 from translators import messages_door as tr
@@ -110,13 +110,12 @@ def _validate(body: Any) -> dict[str, Any]:
     return body
 
 
-def _chat_body(body: dict[str, Any], door: Door) -> dict[str, Any]:
+def _chat_body(body: dict[str, Any]) -> dict[str, Any]:
+    """The chat body (the persona is applied by the internal call, per candidate)."""
     try:
-        chat = tr.chat_request(body)
+        return tr.chat_request(body)
     except TranslationError as exc:
         raise InvalidRequest(exc.message, param=exc.param) from None
-    assert door.persona is not None
-    return apply_persona_chat(chat, door.persona)
 
 
 def _sse(name: str, data: dict[str, Any]) -> bytes:
@@ -132,10 +131,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
         _, _, provider = door.resolve(request, body.get("model"))
         if provider.type == "anthropic":
             return await anthropic_native.forward(request, door, body)
-        call = door.call(_chat_body(body, door), completion_id=message_id)
+        chat = _chat_body(body)
         if door.rec.stream:
-            return await _stream(request, door, call, message_id)
-        result = await complete(door, call)
+            return await _stream(request, door, chat, message_id)
+        result = await complete(door, chat, completion_id=message_id)
         answer = tr.message_from_completion(result.body, message_id=message_id, usage=result.usage)
         return web.Response(
             body=orjson.dumps(answer), content_type="application/json", headers=door.headers
@@ -158,9 +157,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(
-    request: web.Request, door: Door, call: Any, message_id: str
+    request: web.Request, door: Door, chat: dict[str, Any], message_id: str
 ) -> web.StreamResponse:
-    async with open_stream(door, call) as (stream, first):
+    async with open_stream(door, chat, completion_id=message_id) as (stream, chunks, first):
         events = tr.MessagesStream(message_id, stream.model)
         resp = web.StreamResponse(headers={**SSE_HEADERS, **door.headers})
         await resp.prepare(request)
@@ -168,7 +167,7 @@ async def _stream(
         try:
             for name, data in events.feed(first):
                 await write(_sse(name, data))
-            async for chunk in stream:
+            async for chunk in chunks:
                 for name, data in events.feed(chunk):
                     await write(_sse(name, data))
             for name, data in events.finish(stream.usage, stream.finish_reason):
@@ -196,8 +195,9 @@ async def count_tokens(request: web.Request) -> web.StreamResponse:
         _, persona, provider = door.resolve(request, body.get("model"))
         if provider.type == "anthropic":
             return await anthropic_native.count_tokens(door, body)
-        chat = _chat_body(body, door)
+        chat = _chat_body(body)
         size = len(orjson.dumps([chat["messages"], chat.get("tools") or []]))
+        size += len(persona.system or "")
         door.upstream_model(persona.model)
         return web.json_response(
             {"input_tokens": max(1, math.ceil(size / 4))}, headers=door.headers

@@ -20,7 +20,7 @@ import orjson
 from aiohttp import web
 
 from proxy.doors import openai_native, responses_store
-from proxy.doors.common import Door, apply_persona_chat, complete, open_stream, read_json
+from proxy.doors.common import Door, complete, open_stream, read_json
 from proxy.doors.responses_store import RESPONSE_STORE
 from proxy.errors import InvalidRequest, ProxyError, json_error
 from proxy.sse import SSE_HEADERS
@@ -100,15 +100,14 @@ async def create(request: web.Request) -> web.StreamResponse:
             chat = tr.chat_request(body, conversation)
         except TranslationError as exc:
             raise InvalidRequest(exc.message, param=exc.param) from None
-        call = door.call(apply_persona_chat(chat, persona), completion_id=response_id)
         created = int(time.time())
         store = body.get("store", True) is not False
         if door.rec.stream:
             base = tr.envelope(
                 body, response_id=response_id, created_at=created, model=persona.model, status=""
             )
-            return await _stream(request, door, call, base, name, conversation, store)
-        result = await complete(door, call)
+            return await _stream(request, door, chat, base, name, conversation, store)
+        result = await complete(door, chat, completion_id=response_id)
         response = tr.response_from_completion(
             result.body, body, response_id=response_id, created_at=created, usage=result.usage
         )
@@ -137,13 +136,13 @@ async def create(request: web.Request) -> web.StreamResponse:
 async def _stream(
     request: web.Request,
     door: Door,
-    call: Any,
+    chat: dict[str, Any],
     base: dict[str, Any],
     persona: str,
     conversation: list[dict[str, Any]],
     store: bool,
 ) -> web.StreamResponse:
-    async with open_stream(door, call) as (stream, first):
+    async with open_stream(door, chat, completion_id=base["id"]) as (stream, chunks, first):
         base["model"] = stream.model
         events = tr.ResponsesStream(base)
         resp = web.StreamResponse(headers={**SSE_HEADERS, **door.headers})
@@ -153,7 +152,7 @@ async def _stream(
         try:
             for event in events.start() + events.feed(first):
                 await write(_sse(event))
-            async for chunk in stream:
+            async for chunk in chunks:
                 for event in events.feed(chunk):
                     await write(_sse(event))
             for event in events.finish(stream.usage, stream.finish_reason):
