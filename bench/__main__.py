@@ -2,7 +2,8 @@
 
 Usage (from the repository root; ``bench/run.sh`` installs wrk first and calls this)::
 
-    python -m bench [--phases startup,latency,doors,ladder,stream,slow,check] [--workers 1,2]
+    python -m bench [--phases startup,latency,doors,limits,ladder,stream,slow,check]
+                    [--workers 1,2] [--redis-url URL]
                     [--quick]
 
 It reports, it never asserts. See bench/README.md for the method.
@@ -35,6 +36,7 @@ from bench import client
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 ALL_PHASES = ["startup", "latency", "doors", "ladder", "stream", "slow", "check", "observe"]
+ALL_PHASES = ["startup", "latency", "doors", "limits", "ladder", "stream", "slow", "check"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 Log = Callable[[str], None]
 
@@ -327,6 +329,7 @@ def write_config(
             },
             "bench-check": {"provider": "mock-openai", "model": "gpt-4o-mini", **persona},
         },
+        **(extra or {}),  # top-level sections of a variant (the limits phase: keys, state)
     }
     for section, values in (extra or {}).items():  # e.g. bench/observe.py's profiles
         config[section] = {**config.get(section, {}), **values}
@@ -975,6 +978,11 @@ def main() -> int:
         help="poll: hold /dev/cpu_dma_latency at 0 during the run (default); halt: leave it",
     )
     parser.add_argument("--no-floor", action="store_true", help="skip the aiohttp floor")
+    parser.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/0",
+        help="Redis for the limits phase's shared-state variant ('' to skip that variant)",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the 1-worker proxy")
     parser.add_argument(
         "--observe-profiles",
@@ -1145,6 +1153,12 @@ def run_one(  # noqa: PLR0913
             )
             run["doors_vs_chat"] = doors.compare(run["doors"])
             log(f"  doors: added p50 over chat's on the same upstream {run['doors_vs_chat']}")
+        if "limits" in phases:  # client keys, limits, budgets: on vs off (bench/limits.py)
+            from bench import limits  # noqa: PLC0415
+
+            run["limits"] = limits.phase_limits(
+                args, workers, plan, workdir, mock_port, tag, loader, rounds, round_secs, log
+            )
         if "ladder" in phases:
             run["ladder"] = phase_ladder(loader, subjects, mock_port, steps, step_secs, log)
         if "stream" in phases and workers == 1:

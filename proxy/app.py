@@ -6,8 +6,6 @@ context, appended in dependency order (usage store, then the HTTP session and pr
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -21,6 +19,7 @@ from proxy.config import Settings
 from proxy.doors.messages import messages_error_middleware
 from proxy.errors import AuthenticationFailed, PayloadTooLarge, ProxyError, json_error
 from proxy.observe import setup_observe
+from proxy.errors import PayloadTooLarge, ProxyError
 from proxy.providers import build_provider
 from proxy.providers.base import Provider
 from proxy.routes import setup_routes
@@ -130,6 +129,12 @@ def create_app(settings: Settings) -> web.Application:
     middlewares: list[Middleware] = [messages_error_middleware, error_middleware]
     if settings.server.api_keys:  # without client keys, one middleware layer less per request
         middlewares.append(make_auth_middleware(settings))
+    from proxy import handlers  # noqa: PLC0415 (handlers import the keys defined above)
+    from proxy.doors.messages import messages_error_middleware  # noqa: PLC0415
+    from proxy.governance.setup import setup_governance  # noqa: PLC0415
+    from proxy.observe import setup_observe  # noqa: PLC0415
+
+    middlewares = [messages_error_middleware, error_middleware]
     app = web.Application(client_max_size=settings.server.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
     redact.install(settings)  # secrets never leave in errors, logs or rows (proxy/redact.py)
@@ -143,4 +148,5 @@ def create_app(settings: Settings) -> web.Application:
         max_idle_per_client=settings.server.max_idle_connections_per_client,
     )
     setup_observe(app)
+    setup_governance(app)  # client keys, limits, budgets, /admin/keys (proxy/governance/)
     return app

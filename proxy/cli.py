@@ -10,6 +10,8 @@ from pathlib import Path
 
 from proxy import __version__
 from proxy.config import ConfigError, Settings, load_settings, usage_database
+from proxy.config import ConfigError, Settings, load_settings
+from proxy.governance.cli import add_keys_parser, cmd_keys
 from proxy.redact import redact_logs
 
 DESCRIPTION = """\
@@ -80,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
     usage.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    add_keys_parser(sub, _add_config)  # keys create | list | revoke (proxy/governance/cli.py)
     usage.add_argument(
         "--database", help="usage database (default: usage.database from the config)"
     )
@@ -166,5 +169,10 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"serve": cmd_serve, "check": cmd_check, "usage": cmd_usage}
+    commands = {
+        "serve": cmd_serve,
+        "check": cmd_check,
+        "usage": cmd_usage,
+        "keys": lambda a: cmd_keys(a, _load),
+    }
     return commands[args.command](args)

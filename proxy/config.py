@@ -27,6 +27,13 @@ from pydantic import (
 
 from proxy.providers import registry
 from proxy.providers.spec import ProviderConfigBase
+from proxy.governance.config import KeyConfig, Limits, key_problems
+
+CONVENTIONAL_KEY_VARS: dict[str, tuple[str, ...]] = {
+    "openai": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+}
 
 
 class ConfigError(Exception):
@@ -46,6 +53,7 @@ class Persona(_Strict):
     system: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     fallbacks: list[str] = Field(default_factory=list)
+    limits: Limits | None = None  # rpm, tpm, budget for every client of this persona
 
 
 class ServerConfig(_Strict):
@@ -118,6 +126,8 @@ class Settings(_Strict):
     state: StateConfig = Field(default_factory=StateConfig)
     # Each entry is validated by its own type's model, which the registry names.
     providers: dict[str, SerializeAsAny[ProviderConfigBase]] = Field(default_factory=dict)
+    keys: dict[str, KeyConfig] = Field(default_factory=dict)  # named client keys
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     personas: dict[str, Persona] = Field(default_factory=dict)
     default_persona: str | None = None
     source: str = Field("built-in default config", exclude=True)
@@ -218,6 +228,8 @@ def _cross_check(settings: Settings) -> None:
         for i, fb in enumerate(persona.fallbacks):
             if fb not in settings.personas:
                 raise ConfigError(f"personas.{name}.fallbacks[{i}]: no persona named {fb!r}")
+    for problem in key_problems(settings.keys, set(settings.personas), settings.server.api_keys):
+        raise ConfigError(problem)
     if settings.default_persona and settings.default_persona not in settings.personas:
         raise ConfigError(
             f"default_persona: no persona named {settings.default_persona!r} "

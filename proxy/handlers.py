@@ -24,6 +24,7 @@ from proxy.errors import (
     ProxyError,
     json_error,
 )
+from proxy.governance.gate import admit, estimate_chat_tokens, release
 from proxy.guards import checked_model
 from proxy.lifecycle import is_draining
 from proxy.observe import (
@@ -139,6 +140,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         rec.persona, rec.provider, rec.provider_type = name, provider.name, provider.type
         rec.model = persona.model
         headers.update({"x-persona": name, "x-provider": provider.name})
+        await admit(request, name, lambda: estimate_chat_tokens(body), rec)  # 403/429 (governance)
         body = apply_persona(body, persona)
         opts = body.get("stream_options") or {}
         call = Call(
@@ -185,6 +187,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         rec.fail(bug, http_status=500)
         return json_error(bug, headers=headers)
     finally:
+        await release(request, rec)  # frees limits, settles tokens and spend (governance)
         rec.latency_ms = (time.perf_counter() - started) * 1000
         request_finished(app, rec)
 

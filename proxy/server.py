@@ -16,6 +16,7 @@ from aiohttp import web
 
 from proxy.app import USAGE_WRITER, create_app
 from proxy.config import Settings
+from proxy.governance.keys import WORKERS, config_has_limits, limits_need_redis
 from proxy.lifecycle import serve_until_signal
 from proxy.preflight import preflight
 
@@ -62,9 +63,12 @@ async def _stop_settling(app: web.Application) -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
-def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool) -> None:
+def _run_worker(
+    settings: Settings, host: str, port: int, reuse_port: bool, workers: int = 1
+) -> None:
     _event_loop_policy()
     app = create_app(settings)
+    app[WORKERS] = workers  # governance refuses run-time limits it could not keep exact
     app.on_startup.append(_start_settling)
     app.on_cleanup.append(_stop_settling)
     # Graceful: SIGTERM turns /health/ready to 503, stops accepting, lets in-flight requests
@@ -104,6 +108,14 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
     problem = preflight(settings, host, port, workers=workers)
     if problem is not None:
         print(f"persona-proxy: {problem}", file=sys.stderr)
+    if workers > 1 and config_has_limits(settings) and limits_need_redis(settings, workers):
+        print(
+            f"persona-proxy: refusing to start: the config sets limits or budgets (keys: or "
+            f"personas.*.limits) and --workers {workers}, but no state.redis_url. Each worker "
+            f"would count alone, so every limit would be {workers} times too high. Set "
+            "state.redis_url (README: 'Keys, limits and budgets') or run one worker.",
+            file=sys.stderr,
+        )
         return 1
     personas = ", ".join(
         f"{n}{' (default)' if n == settings.default_persona else ''}" for n in settings.personas
@@ -119,7 +131,9 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
     metrics_dir = private_metrics_dir()  # the workers' metrics, summed at each scrape
     ctx = multiprocessing.get_context("fork")
     procs = [
-        ctx.Process(target=_run_worker, args=(settings, host, port, True), name=f"worker-{i}")
+        ctx.Process(
+            target=_run_worker, args=(settings, host, port, True, workers), name=f"worker-{i}"
+        )
         for i in range(workers)
     ]
     for proc in procs:

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from proxy.appkeys import SETTINGS
 from proxy.errors import AuthenticationFailed, ProxyError
+from proxy.governance.auth import is_client_key
 from proxy.observe import OBSERVER, usage_data
 from proxy.usage.db import DATABASE
 
@@ -49,10 +50,7 @@ def check_admin(request: web.Request, *, cookie_ok: bool = False) -> None:
     if scheme.lower() == "bearer" and token:
         if hmac.compare_digest(token.encode(), admin.encode()):
             return
-        if any(
-            hmac.compare_digest(token.encode(), k.get_secret_value().encode())
-            for k in settings.server.api_keys
-        ):
+        if is_client_key(request.app, token):  # any client key: plain, config, run-time
             raise ProxyError(
                 "A client key cannot open the admin surface; use server.admin_key.",
                 status=403,

@@ -69,7 +69,8 @@ for i = 0, n - 1 do
     r_used = redis.call('ZCARD', rq)
     if r_used > 0 then
       local oldest = redis.call('ZRANGE', rq, 0, 0, 'WITHSCORES')
-      r_reset = tonumber(oldest[2]) + win - now
+      -- clamped: a script run a little after a later-stamped one sees a newer 'oldest'
+      r_reset = math.min(tonumber(oldest[2]) + win - now, win)
     end
   end
   if tpm >= 0 then
@@ -86,7 +87,7 @@ for i = 0, n - 1 do
       end
     end
     if #dead > 0 then redis.call('HDEL', tok, unpack(dead)) end
-    if min_sec ~= nil then t_reset = min_sec * 1000 + win - now end
+    if min_sec ~= nil then t_reset = math.min(min_sec * 1000 + win - now, win) end
   end
   if mp >= 0 then
     redis.call('ZREMRANGEBYSCORE', par, '-inf', now - lease)
