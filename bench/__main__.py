@@ -35,8 +35,9 @@ from bench import client
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-ALL_PHASES = ["startup", "latency", "doors", "ladder", "stream", "slow", "check", "observe"]
-ALL_PHASES = ["startup", "latency", "doors", "limits", "ladder", "stream", "slow", "check"]
+ALL_PHASES = [
+    "startup", "latency", "doors", "limits", "ladder", "stream", "slow", "check", "observe",
+]  # fmt: skip
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 Log = Callable[[str], None]
 
@@ -329,7 +330,6 @@ def write_config(
             },
             "bench-check": {"provider": "mock-openai", "model": "gpt-4o-mini", **persona},
         },
-        **(extra or {}),  # top-level sections of a variant (the limits phase: keys, state)
     }
     for section, values in (extra or {}).items():  # e.g. bench/observe.py's profiles
         config[section] = {**config.get(section, {}), **values}

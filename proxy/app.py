@@ -17,9 +17,8 @@ from proxy import redact, wire
 from proxy.appkeys import CLIENT_NAME, PROVIDERS, SETTINGS, USAGE_WRITER
 from proxy.config import Settings
 from proxy.doors.messages import messages_error_middleware
-from proxy.errors import AuthenticationFailed, PayloadTooLarge, ProxyError, json_error
+from proxy.errors import PayloadTooLarge, ProxyError, json_error
 from proxy.observe import setup_observe
-from proxy.errors import PayloadTooLarge, ProxyError
 from proxy.providers import build_provider
 from proxy.providers.base import Provider
 from proxy.routes import setup_routes
@@ -132,7 +131,6 @@ def create_app(settings: Settings) -> web.Application:
     from proxy import handlers  # noqa: PLC0415 (handlers import the keys defined above)
     from proxy.doors.messages import messages_error_middleware  # noqa: PLC0415
     from proxy.governance.setup import setup_governance  # noqa: PLC0415
-    from proxy.observe import setup_observe  # noqa: PLC0415
 
     middlewares = [messages_error_middleware, error_middleware]
     app = web.Application(client_max_size=settings.server.max_body_bytes, middlewares=middlewares)

@@ -82,10 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
     usage.add_argument("--csv", action="store_true", help="print CSV instead of a table")
-    add_keys_parser(sub, _add_config)  # keys create | list | revoke (proxy/governance/cli.py)
     usage.add_argument(
         "--database", help="usage database (default: usage.database from the config)"
     )
+    add_keys_parser(sub, _add_config)  # keys create | list | revoke (proxy/governance/cli.py)
     return parser
 
 

@@ -25,9 +25,9 @@ from pydantic import (
     model_validator,
 )
 
+from proxy.governance.config import KeyConfig, Limits, key_problems
 from proxy.providers import registry
 from proxy.providers.spec import ProviderConfigBase
-from proxy.governance.config import KeyConfig, Limits, key_problems
 
 CONVENTIONAL_KEY_VARS: dict[str, tuple[str, ...]] = {
     "openai": ("OPENAI_API_KEY",),
@@ -127,7 +127,6 @@ class Settings(_Strict):
     # Each entry is validated by its own type's model, which the registry names.
     providers: dict[str, SerializeAsAny[ProviderConfigBase]] = Field(default_factory=dict)
     keys: dict[str, KeyConfig] = Field(default_factory=dict)  # named client keys
-    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     personas: dict[str, Persona] = Field(default_factory=dict)
     default_persona: str | None = None
     source: str = Field("built-in default config", exclude=True)

@@ -1,4 +1,4 @@
-"""Governance (DESIGN.md, "Client keys, rate limits and budgets"): who may call (keys), what
+"""Governance (docs/design.md, "Client keys"): who may call (keys), what
 they may use (personas), how much (rpm, tpm, max_parallel, budgets).
 
 - ``config.py``: the config models (``keys:``, ``personas.X.limits``);

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from proxy.app import CLIENT_NAME, SETTINGS
+from proxy.appkeys import CLIENT_NAME, SETTINGS
 from proxy.errors import AuthenticationFailed
 from proxy.governance.gate import CLIENT_KEY
 from proxy.governance.keys import KEYRING

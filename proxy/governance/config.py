@@ -1,4 +1,4 @@
-"""Config models of governance (DESIGN.md, "Client keys, rate limits and budgets"): the
+"""Config models of governance (docs/design.md, "Client keys"): the
 ``keys:`` section, ``personas.X.limits`` and budgets. Imported by ``proxy/config.py``; this
 module imports nothing of the proxy's, so it cannot make an import cycle.
 """

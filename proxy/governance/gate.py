@@ -1,5 +1,5 @@
 """The gate every front door passes: ``admit`` after persona resolution, ``release`` in
-``finally``. DESIGN.md, "Client keys, rate limits and budgets".
+``finally``. docs/design.md, "Client keys".
 
 ``await admit(request, persona_name, tokens, rec)`` checks, in this order: the key may use the
 persona (403 ``permission_error`` / ``persona_not_allowed``), then the limits of the key and of
@@ -34,7 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.app import SETTINGS
+from proxy.appkeys import SETTINGS
 from proxy.errors import ProxyError
 from proxy.governance.config import Budget
 from proxy.governance.keys import ClientKey

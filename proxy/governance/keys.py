@@ -3,7 +3,8 @@
 Three sources: ``server.api_keys`` (plain keys without limits, named ``key-<hash prefix>`` as
 before), ``keys:`` in the config (named, with limits), and run-time keys from the usage store's
 ``client_keys`` table, re-read every ``REFRESH_S`` seconds by every process so a key created or
-revoked anywhere works or stops working everywhere within 5 seconds (DESIGN.md).
+revoked anywhere works or stops working everywhere within 5 seconds (docs/design.md,
+"Client keys").
 
 A lookup hashes the presented secret once and looks the hash up in a dict: no comparison
 against each key, so neither the time taken nor the number of keys reveals anything useful.
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from proxy.appkeys import SETTINGS
 from proxy.config import Settings
 from proxy.governance.config import Budget
 from proxy.governance.keystore import StoredKey, active_keys, hash_key
@@ -26,7 +28,8 @@ from proxy.usage.db import DATABASE
 
 log = logging.getLogger(__name__)
 
-REFRESH_S = 2.0  # well inside the 5 s DESIGN.md allows, cheap (one small SELECT)
+# Well inside the 5 s of docs/design.md, "Client keys", and cheap (one small SELECT).
+REFRESH_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,8 +196,6 @@ async def _refresh_forever(app: web.Application, ring: KeyRing) -> None:
 async def keys_context(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context (after the usage store's): the ring, loaded before the first request
     and refreshed in the background."""
-    from proxy.app import SETTINGS  # noqa: PLC0415 (proxy.app imports this module)
-
     settings = app[SETTINGS]
     ring = KeyRing(
         settings,

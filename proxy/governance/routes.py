@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from proxy.app import SETTINGS
+from proxy.appkeys import SETTINGS
 from proxy.errors import InvalidRequest, ProxyError
 from proxy.governance.config import KEY_NAME, Budget
 from proxy.governance.keys import KEYRING, WORKERS, ClientKey, limits_need_redis
