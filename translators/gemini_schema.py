@@ -41,114 +41,21 @@ from urllib.parse import unquote
 import orjson
 
 from translators.base import JSONDict, TranslationError
+from translators.gemini_schema_keywords import (
+    ANNOTATIONS,
+    DROPPED,
+    HANDLED,
+    JSON_TYPES,
+    NOTE_VALUE_CHARS,
+    NUMERIC,
+    SHAPE_KEYWORDS,
+)
 
 MAX_NODES = 20_000
 """Schema objects one request may send, across all its tools and its response schema."""
 
 MAX_DEPTH = 64
 """Nesting depth of one converted schema."""
-
-_NOTE_VALUE_CHARS = 200
-
-# Kept as they are (values checked where it matters).
-_ANNOTATIONS = ("title", "description")
-_NUMERIC = ("minimum", "maximum", "minItems", "maxItems")
-
-# Metadata with no effect on which instances validate.
-_DROPPED = frozenset(
-    {
-        "$schema",
-        "$id",
-        "$anchor",
-        "$comment",
-        "$vocabulary",
-        "$dynamicAnchor",
-        "$recursiveAnchor",
-        "$defs",
-        "definitions",
-        "strict",
-        "discriminator",
-        "xml",
-        "externalDocs",
-        "deprecated",
-        "readOnly",
-        "writeOnly",
-        "contentEncoding",
-        "contentMediaType",
-        "contentSchema",
-    }
-)
-
-# Constraints Gemini's subset has no field for: described in words.
-_DESCRIBED = (
-    "pattern",
-    "minLength",
-    "maxLength",
-    "multipleOf",
-    "uniqueItems",
-    "minProperties",
-    "maxProperties",
-    "patternProperties",
-    "propertyNames",
-    "dependentRequired",
-    "dependentSchemas",
-    "dependencies",
-    "not",
-    "if",
-    "then",
-    "else",
-    "contains",
-    "minContains",
-    "maxContains",
-    "unevaluatedProperties",
-    "unevaluatedItems",
-    "default",
-    "examples",
-    "example",
-)
-
-_HANDLED = frozenset(
-    {
-        *_ANNOTATIONS,
-        *_NUMERIC,
-        *_DESCRIBED,
-        "type",
-        "format",
-        "enum",
-        "const",
-        "nullable",
-        "items",
-        "prefixItems",
-        "additionalItems",
-        "properties",
-        "required",
-        "propertyOrdering",
-        "additionalProperties",
-        "anyOf",
-        "oneOf",
-        "allOf",
-        "$ref",
-        "exclusiveMinimum",
-        "exclusiveMaximum",
-    }
-)
-
-# Read together by _Converter._shape, not one by one.
-_SHAPE_KEYWORDS = frozenset(
-    {
-        "type",
-        "enum",
-        "const",
-        "nullable",
-        "anyOf",
-        "oneOf",
-        "items",
-        "prefixItems",
-        "additionalItems",
-    }
-)
-
-_JSON_TYPES = frozenset({"string", "number", "integer", "boolean", "object", "array", "null"})
 
 
 class SchemaBudget:
@@ -275,7 +182,7 @@ class _Converter:
             resolved = self.node(target, path, depth + 1)
         finally:
             del self.active[key]
-        rest = {k: v for k, v in schema.items() if k != "$ref" and k not in _DROPPED}
+        rest = {k: v for k, v in schema.items() if k != "$ref" and k not in DROPPED}
         if not rest:
             return resolved
         # A $ref with siblings means "both" (JSON Schema 2019+): merge like allOf.
@@ -317,12 +224,12 @@ class _Converter:
         notes: list[str] = []
         types = self._types(schema.get("type"), path)
         for key, value in schema.items():
-            if key in _DROPPED or key not in _HANDLED or key in _SHAPE_KEYWORDS:
+            if key in DROPPED or key not in HANDLED or key in SHAPE_KEYWORDS:
                 continue
-            if key in _ANNOTATIONS:
+            if key in ANNOTATIONS:
                 if isinstance(value, str):
                     out[key] = value
-            elif key in _NUMERIC:
+            elif key in NUMERIC:
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     out[key] = value
             elif key == "format":
@@ -345,7 +252,7 @@ class _Converter:
                     )
             elif key in ("exclusiveMinimum", "exclusiveMaximum"):
                 self._exclusive(key, value, schema, types, out, notes)
-            else:  # one of _DESCRIBED
+            else:  # one of DESCRIBED
                 notes.append(f"{key}: {_short(value)}")
         self._arrays(schema, path, depth, out, notes)
         self._loosen_for_dropped(schema, out, notes)
@@ -360,7 +267,7 @@ class _Converter:
         if (
             not isinstance(names, list)
             or not names
-            or not all(isinstance(t, str) and t in _JSON_TYPES for t in names)
+            or not all(isinstance(t, str) and t in JSON_TYPES for t in names)
         ):
             raise self.fail(path, f"invalid 'type' {_short(value)}")
         return list(dict.fromkeys(names))
@@ -506,7 +413,7 @@ class _Converter:
 
     def _type_union(self, out: JSONDict, types: list[str]) -> JSONDict:
         """``type: [a, b, ...]`` as ``anyOf`` (Gemini's ``type`` holds one name)."""
-        outer = {k: out.pop(k) for k in _ANNOTATIONS if k in out}
+        outer = {k: out.pop(k) for k in ANNOTATIONS if k in out}
         branches: list[JSONDict] = []
         for kind in types:
             branch = _relevant(out, kind)
@@ -564,7 +471,7 @@ class _Converter:
 
 
 def _annotations(out: JSONDict, notes: list[str]) -> JSONDict:
-    kept = {k: out[k] for k in _ANNOTATIONS if k in out}
+    kept = {k: out[k] for k in ANNOTATIONS if k in out}
     if notes:
         kept["description"] = _describe(kept.get("description"), notes)
     return kept
@@ -572,8 +479,8 @@ def _annotations(out: JSONDict, notes: list[str]) -> JSONDict:
 
 def _add_null(node: JSONDict) -> JSONDict:
     """``X`` or null, as ``anyOf: [X, {"type": "null"}]`` (annotations stay outside)."""
-    outer = {k: node[k] for k in _ANNOTATIONS if k in node}
-    rest = {k: v for k, v in node.items() if k not in _ANNOTATIONS}
+    outer = {k: node[k] for k in ANNOTATIONS if k in node}
+    rest = {k: v for k, v in node.items() if k not in ANNOTATIONS}
     if not rest:
         return outer  # "anything, or null" is "anything"
     if rest.keys() == {"anyOf"}:
@@ -644,7 +551,7 @@ def _describe(description: str | None, notes: list[str]) -> str:
 
 def _short(value: Any) -> str:
     text = value if isinstance(value, str) else orjson.dumps(value).decode()
-    return text if len(text) <= _NOTE_VALUE_CHARS else text[: _NOTE_VALUE_CHARS - 3] + "..."
+    return text if len(text) <= NOTE_VALUE_CHARS else text[: NOTE_VALUE_CHARS - 3] + "..."
 
 
 def _kind(value: Any) -> str:
