@@ -59,37 +59,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_error(ProxyError("The proxy hit an internal error; see its log."))
 
 
-def _key_label(key: str) -> str:
-    # Identifies which client key was used without storing or logging the key itself.
-    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:10]
-
-
-def make_auth_middleware(settings: Settings) -> Middleware:
-    keys = [k.get_secret_value().encode() for k in settings.server.api_keys]
-
-    @web.middleware
-    async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not keys or not request.path.startswith(("/v1/", "/chat/")):
-            return await handler(request)
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if not token and "x-api-key" in request.headers:  # the Anthropic SDK's way (/v1/messages)
-            scheme, token = "bearer", request.headers["x-api-key"]
-        if scheme.lower() != "bearer" or not token:
-            raise AuthenticationFailed(
-                "Missing API key. Send 'Authorization: Bearer <key>' with one of the proxy's "
-                "client keys (server.api_keys)."
-            )
-        given = token.strip().encode()
-        # compare_digest against every key: timing does not reveal which prefix matched.
-        if not any(hmac.compare_digest(given, k) for k in keys):
-            raise AuthenticationFailed("Incorrect API key provided.")
-        request[CLIENT_NAME] = _key_label(given.decode())
-        return await handler(request)
-
-    return auth_middleware
-
-
 async def _usage_ctx(app: web.Application) -> AsyncIterator[None]:
     usage = app[SETTINGS].usage
     async with open_usage(usage.database, retention_days=usage.retention_days) as (db, writer):
@@ -125,14 +94,9 @@ async def _providers_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the aiohttp application for ``settings``."""
-    middlewares: list[Middleware] = [messages_error_middleware, error_middleware]
-    if settings.server.api_keys:  # without client keys, one middleware layer less per request
-        middlewares.append(make_auth_middleware(settings))
-    from proxy import handlers  # noqa: PLC0415 (handlers import the keys defined above)
-    from proxy.doors.messages import messages_error_middleware  # noqa: PLC0415
-    from proxy.governance.setup import setup_governance  # noqa: PLC0415
+    from proxy.governance.setup import setup_governance  # noqa: PLC0415 (keeps import order)
 
-    middlewares = [messages_error_middleware, error_middleware]
+    middlewares: list[Middleware] = [messages_error_middleware, error_middleware]
     app = web.Application(client_max_size=settings.server.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
     redact.install(settings)  # secrets never leave in errors, logs or rows (proxy/redact.py)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from proxy import __version__
 from proxy.config import ConfigError, Settings, load_settings, usage_database
-from proxy.config import ConfigError, Settings, load_settings
 from proxy.governance.cli import add_keys_parser, cmd_keys
 from proxy.redact import redact_logs
 

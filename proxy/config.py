@@ -29,12 +29,6 @@ from proxy.governance.config import KeyConfig, Limits, key_problems
 from proxy.providers import registry
 from proxy.providers.spec import ProviderConfigBase
 
-CONVENTIONAL_KEY_VARS: dict[str, tuple[str, ...]] = {
-    "openai": ("OPENAI_API_KEY",),
-    "anthropic": ("ANTHROPIC_API_KEY",),
-    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
-}
-
 
 class ConfigError(Exception):
     """The config cannot be used; the message names the file, the key path and the problem."""

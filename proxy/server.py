@@ -108,6 +108,7 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
     problem = preflight(settings, host, port, workers=workers)
     if problem is not None:
         print(f"persona-proxy: {problem}", file=sys.stderr)
+        return 1
     if workers > 1 and config_has_limits(settings) and limits_need_redis(settings, workers):
         print(
             f"persona-proxy: refusing to start: the config sets limits or budgets (keys: or "
