@@ -39,7 +39,7 @@ def parse_budget(text: str) -> Budget:
     """``50/month``, ``$12.5/day``, ``100/total``; a bare number is per month."""
     amount, _, period = text.strip().lstrip("$").partition("/")
     try:
-        return Budget(usd=float(amount), period=(period or "month").strip())  # type: ignore[arg-type]
+        return Budget(usd=float(amount), period=(period or "month").strip())
     except (ValueError, ValidationError):
         raise argparse.ArgumentTypeError(
             f"{text!r}: expected USD/PERIOD, e.g. 50/month (periods: day, week, month, total)"

@@ -92,7 +92,7 @@ class Ticket:
 
 INLINE_AFTER = 8  # prices of one model computed on a thread before pricing inline
 _priced: dict[tuple[str | None, str | None], int] = {}
-TICKET = web.RequestKey("gov_ticket", Ticket)  # type: ignore[attr-defined]
+TICKET = web.RequestKey("gov_ticket", Ticket)
 _PERIODS = PeriodCache()
 _last_warning = [0.0]
 

@@ -61,7 +61,7 @@ class ClientKey:
     def from_stored(cls, row: StoredKey) -> ClientKey:
         budget = None
         if row.budget_usd is not None:
-            budget = Budget(usd=row.budget_usd, period=row.budget_period or "month")  # type: ignore[arg-type]
+            budget = Budget(usd=row.budget_usd, period=row.budget_period or "month")
         return cls(
             name=row.name,
             source="runtime",
