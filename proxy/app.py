@@ -61,7 +61,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 async def _usage_ctx(app: web.Application) -> AsyncIterator[None]:
     usage = app[SETTINGS].usage
-    async with open_usage(usage.database, retention_days=usage.retention_days) as (db, writer):
+    async with open_usage(
+        usage.database,
+        retention_days=usage.retention_days,
+        journal=usage.journal,
+        journal_directory=usage.journal_dir,
+    ) as (db, writer):
         app[DATABASE] = db
         app[USAGE_WRITER] = writer
         yield

@@ -85,6 +85,10 @@ class UsageConfig(_Strict):
     # A file path (SQLite) or a postgresql:// URL (docs/design.md, "Scale-out").
     database: str = "./persona-proxy.db"
     retention_days: float | None = Field(None, gt=0)  # None: keep every row
+    # Crash journal (proxy/usage/journal.py): rows survive a SIGKILL; default directory
+    # beside the SQLite file, or ./persona-proxy.journal with PostgreSQL.
+    journal: bool = True
+    journal_dir: str | None = None
 
 
 class TelemetryConfig(_Strict):

@@ -182,6 +182,7 @@ def fill_cost(rec: UsageRecord) -> None:
 
 def request_started(request: web.Request, rec: UsageRecord, started: float) -> None:
     """Count ``rec`` in flight and start its timings (and trace ids when tracing is on)."""
+    request.app[USAGE_WRITER].started(rec)  # journaled: a crash still leaves its row
     observer = request.app.get(OBSERVER)
     if observer is None:
         return

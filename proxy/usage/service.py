@@ -15,10 +15,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from proxy.usage.db import Database, open_database, redact_url
+from proxy.usage.db import Database, is_postgres, open_database, redact_url
+from proxy.usage.journal import Journal
 from proxy.usage.migrations import migrate
-from proxy.usage.store import UsageWriter
+from proxy.usage.store import WRITE_SLICE, UsageWriter, prepare, write_rows
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +65,34 @@ async def _prune_forever(db: Database, retention_days: float) -> None:
         await asyncio.sleep(RETENTION_EVERY)
 
 
+def journal_dir(database: str, configured: str | None) -> Path | None:
+    """Where the crash journal lives: ``usage.journal_dir``, else beside a SQLite file, else
+    ``./persona-proxy.journal`` (the working directory: /data in the image)."""
+    if configured:
+        return Path(configured)
+    if is_postgres(database):
+        return Path("persona-proxy.journal")
+    if database == ":memory:":
+        return None
+    return Path(f"{database}.journal")
+
+
+async def _recover(db: Database, journal: Journal) -> None:
+    rows = await asyncio.to_thread(journal.open)
+    if rows:
+        prepared = await asyncio.to_thread(prepare, rows)
+        for start in range(0, len(prepared), WRITE_SLICE):
+            await write_rows(db, prepared[start : start + WRITE_SLICE])
+    await asyncio.to_thread(journal.recovered)
+
+
 @contextlib.asynccontextmanager
 async def open_usage(
-    database: str, *, retention_days: float | None = None
+    database: str,
+    *,
+    retention_days: float | None = None,
+    journal: bool = True,
+    journal_directory: str | None = None,
 ) -> AsyncIterator[tuple[Database, UsageWriter]]:
     try:
         db = await open_database(database)
@@ -77,7 +104,11 @@ async def open_usage(
     writer: UsageWriter | None = None
     try:
         await migrate(db)
-        writer = UsageWriter(db)
+        where = journal_dir(database, journal_directory) if journal else None
+        crash_journal = Journal(where) if where is not None else None
+        if crash_journal is not None:
+            await _recover(db, crash_journal)
+        writer = UsageWriter(db, journal=crash_journal)
         await writer.start()
         if retention_days:
             pruner = asyncio.create_task(_prune_forever(db, retention_days), name="usage-retention")

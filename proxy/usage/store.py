@@ -27,12 +27,15 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from proxy.errors import ProxyError
 from proxy.usage.db import Database, open_database
+
+if TYPE_CHECKING:
+    from proxy.usage.journal import Journal
 from proxy.usage.pricing import price_usd, warm_pricing
 from translators.base import Usage
 
@@ -316,7 +319,14 @@ async def write_rows(db: Database, rows: list[Prepared]) -> None:
 class UsageWriter:
     """Queue + one writer task; pricing on a helper thread; rows to a :class:`Database`."""
 
-    def __init__(self, database: Database | str | Path, *, batch_window: float = BATCH_WINDOW):
+    def __init__(
+        self,
+        database: Database | str | Path,
+        *,
+        batch_window: float = BATCH_WINDOW,
+        journal: Journal | None = None,
+    ):
+        self.journal = journal  # crash journal (proxy/usage/journal.py), opened by the caller
         self._own = not isinstance(database, Database)
         self.path = database if self._own else database.url  # type: ignore[union-attr]
         self.db: Database | None = None if self._own else database  # type: ignore[assignment]
@@ -343,8 +353,15 @@ class UsageWriter:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, warm_pricing)
 
+    def started(self, rec: UsageRecord) -> None:
+        """A request began (its row is journaled, so a crash still leaves one)."""
+        if self.journal is not None:
+            self.journal.started(rec)
+
     def record(self, rec: UsageRecord) -> None:
         """Queue a row; never blocks, never raises into the request."""
+        if self.journal is not None:
+            self.journal.finished(rec)
         self._queue.put_nowait(rec)
 
     async def flush(self) -> None:
@@ -364,6 +381,8 @@ class UsageWriter:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self.journal is not None:
+            self.journal.close(clean=True)
         if self._own and self.db is not None:
             await self.db.close()
         self._executor.shutdown(wait=True)
@@ -386,6 +405,8 @@ class UsageWriter:
                 log.exception("usage writer: %d rows not written", len(batch))
                 self.lost += len(batch)
             finally:
+                if self.journal is not None:  # written or logged as lost: either way done
+                    self.journal.committed([rec.id for rec in batch])
                 if self._queue.empty():
                     self._urgent.clear()
                 for _ in batch:
