@@ -22,10 +22,10 @@ def database(request, tmp_path) -> str:
     return request.getfixturevalue("pg_url")
 
 
-def test_a_poisoned_row_among_40_good_ones(database, fake_upstream, start_proxy, bg_loop):
+def test_a_poisoned_row_among_40_good_ones(database, fake_upstream, start_proxy, bg_loop, tmp_path):
     proxy = start_proxy(
         {
-            "usage": {"database": database},
+            "usage": {"database": database, "journal_dir": str(tmp_path / "journal")},
             "providers": {"oa": {"type": "openai", "api_key": "k", "base_url": fake_upstream.url}},
             "personas": {"writer": {"provider": "oa", "model": "gpt-4.1-mini"}},
         }

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from proxy.usage.store import AttemptRecord, UsageRecord
+from proxy.usage.store import AttemptRecord, UsageRecord, clamp
 
 log = logging.getLogger(__name__)
 
@@ -150,11 +150,15 @@ class Journal:
         self._append(line)
 
     def finished(self, rec: UsageRecord) -> None:
+        self.inflight.pop(rec.id, None)
         try:
             line = b"F " + orjson.dumps(rec) + b"\n"
-        except (TypeError, orjson.JSONEncodeError):  # an unserialisable value: the start line
-            return  # stays, so a crash still leaves a row; the writer clamps the real one
-        self.inflight.pop(rec.id, None)
+        except (TypeError, orjson.JSONEncodeError):  # e.g. an integer beyond 64 bits: make
+            clamp(rec)  # it storable now (the writer would anyway), then journal it
+            try:
+                line = b"F " + orjson.dumps(rec) + b"\n"
+            except (TypeError, orjson.JSONEncodeError):
+                return
         self.pending[rec.id] = line
         self._append(line)
 
@@ -191,11 +195,12 @@ class Journal:
         self._lines = len(self.inflight) + len(self.pending)
 
     def close(self, *, clean: bool = False) -> None:
-        """Stop journaling; ``clean`` (every row committed) removes the file."""
+        """Stop journaling; ``clean`` (a graceful stop: every row committed, no handler left
+        running) removes the file."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        if clean and self.path is not None and not self.pending and not self.inflight:
+        if clean and self.path is not None and not self.pending:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
         if self._lock_fd >= 0:

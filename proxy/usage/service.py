@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -67,11 +68,13 @@ async def _prune_forever(db: Database, retention_days: float) -> None:
 
 def journal_dir(database: str, configured: str | None) -> Path | None:
     """Where the crash journal lives: ``usage.journal_dir``, else beside a SQLite file, else
-    ``./persona-proxy.journal`` (the working directory: /data in the image)."""
+    ``./persona-proxy.journal/<database>`` (the working directory: /data in the image). A
+    journal is replayed only into the database it was written for."""
     if configured:
         return Path(configured)
     if is_postgres(database):
-        return Path("persona-proxy.journal")
+        tag = hashlib.sha256(redact_url(database).encode()).hexdigest()[:12]
+        return Path("persona-proxy.journal") / tag
     if database == ":memory:":
         return None
     return Path(f"{database}.journal")
