@@ -3,7 +3,7 @@
 Usage (from the repository root; ``bench/run.sh`` installs wrk first and calls this)::
 
     python -m bench [--phases startup,latency,doors,limits,ladder,stream,slow,check]
-                    [--workers 1,2] [--redis-url URL]
+                    [--workers 1,2] [--redis-url URL] [--stack embedded,pg,redis,full]
                     [--quick]
 
 It reports, it never asserts. See bench/README.md for the method.
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import client
+from bench.stacks import STACKS, StackEnv, open_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -302,7 +303,13 @@ def arun(coro: Any) -> Any:
 
 
 def write_config(
-    path: Path, *, port: int, mock_port: int, database: Path, extra: dict | None = None
+    path: Path,
+    *,
+    port: int,
+    mock_port: int,
+    database: Path,
+    extra: dict | None = None,
+    stack: StackEnv | None = None,
 ) -> None:
     providers = {
         "mock-openai": {
@@ -333,6 +340,8 @@ def write_config(
     }
     for section, values in (extra or {}).items():  # e.g. bench/observe.py's profiles
         config[section] = {**config.get(section, {}), **values}
+    if stack is not None:  # PostgreSQL / Redis / everything on (bench/stacks.py)
+        stack.apply(config, mock_port)
     path.write_text(json.dumps(config, indent=2))
 
 
@@ -369,14 +378,21 @@ class Proxy:
         tag: str,
         src: str | None = None,
         extra: dict | None = None,
+        stack: StackEnv | None = None,
     ) -> None:
         self.port = free_port()
+        self.stack = stack
         self.src = src  # another checkout's proxy/ and translators/ (A/B against a baseline)
         self.workers = workers
         self.db = workdir / f"usage-{tag}.db"
         self.config = workdir / f"config-{tag}.json"
         write_config(
-            self.config, port=self.port, mock_port=mock_port, database=self.db, extra=extra
+            self.config,
+            port=self.port,
+            mock_port=mock_port,
+            database=self.db,
+            extra=extra,
+            stack=stack,
         )
         self.log = RESULTS / f"proxy-{tag}.log"
         exe = Path(sys.executable).with_name("persona-proxy")
@@ -861,6 +877,8 @@ def phase_check(proxy: Proxy, total: int, log: Log) -> dict:
 
 
 def verify_store(proxy: Proxy, check: dict | None, log: Log) -> dict:
+    if proxy.stack is not None and proxy.stack.pg_url:
+        return verify_pg_store(proxy, check, log)
     db = sqlite3.connect(proxy.db)
     try:
         mode = db.execute("PRAGMA journal_mode").fetchone()[0]
@@ -898,6 +916,28 @@ def verify_store(proxy: Proxy, check: dict | None, log: Log) -> dict:
             if check
             else ""
         )
+    )
+    return res
+
+
+def verify_pg_store(proxy: Proxy, check: dict | None, log: Log) -> dict:
+    assert proxy.stack is not None
+    counts = proxy.stack.count_rows()
+    rows, check_rows = counts["rows"], counts["check"]
+    res: dict[str, Any] = {
+        "backend": "postgresql",
+        "rows": rows[0],
+        "distinct_ids": rows[1],
+        "by_status": counts["by_status"],
+        "write_failures_logged": proxy.log.read_text(errors="replace").count("not written"),
+    }
+    if check is not None:
+        res["check_rows"], res["check_rows_ok"] = check_rows[0], check_rows[1]
+        res["check_rows_with_tokens"], res["check_rows_priced"] = check_rows[2], check_rows[3]
+        res["check_consistent"] = check_rows[0] == check["sent"] == check_rows[1]
+    log(
+        f"  store  postgresql, rows {rows[0]} (distinct ids {rows[1]}), by status "
+        f"{counts['by_status']}" + (f", consistent {res['check_consistent']}" if check else "")
     )
     return res
 
@@ -993,7 +1033,16 @@ def main() -> int:
         "--observe-conns", type=int, default=64, help="phase observe: throughput connections"
     )
     parser.add_argument("--json", metavar="PATH", help="JSON output (default: bench/results/)")
+    parser.add_argument(
+        "--stack",
+        default="embedded",
+        help="comma-separated, side by side: " + ",".join(STACKS) + " (bench/stacks.py); "
+        "e.g. --stack embedded,full",
+    )
     args = parser.parse_args()
+    stacks = [s for s in args.stack.split(",") if s]
+    if set(stacks) - set(STACKS):
+        parser.error(f"unknown stacks: {', '.join(sorted(set(stacks) - set(STACKS)))}")
     phases = [p for p in args.phases.split(",") if p]
     unknown = set(phases) - set(ALL_PHASES)
     if unknown:
@@ -1064,12 +1113,21 @@ def main() -> int:
             if not line.startswith("READY "):
                 raise RuntimeError("mock did not start")
             mock_port = int(line.split()[1])
-            for workers in worker_counts:
-                tag = f"w{workers}-{stamp}"
-                log(f"\n== workers={workers} ({plan.describe(workers)})")
-                run = run_one(args, phases, workers, plan, workdir, mock_port, mock.pid, tag,
-                              loader, rounds, round_secs, steps, step_secs, quick, log)  # fmt: skip
-                report["runs"][f"workers={workers}"] = run
+            for stack_name, workers in [(s, w) for s in stacks for w in worker_counts]:
+                suffix = "" if stack_name == "embedded" else f"-{stack_name}"
+                tag = f"w{workers}{suffix}-{stamp}"
+                name = f"workers={workers}" + (f" {stack_name}" if suffix else "")
+                log(f"\n== {name} ({plan.describe(workers)})")
+                stack = open_stack(stack_name, tag) if suffix else None
+                try:
+                    run = run_one(args, phases, workers, plan, workdir, mock_port, mock.pid, tag,
+                                  loader, rounds, round_secs, steps, step_secs, quick, log,
+                                  stack)  # fmt: skip
+                finally:
+                    if stack is not None:
+                        stack.close()
+                run["stack"] = stack_name
+                report["runs"][name] = run
         finally:
             mock.terminate()
             mock.wait(5)
@@ -1098,8 +1156,9 @@ def run_one(  # noqa: PLR0913
     step_secs: int,
     quick: bool,
     log: Log,
+    stack: StackEnv | None = None,
 ) -> dict:
-    proxy = Proxy(workdir, mock_port, workers, plan, tag, args.proxy_src)
+    proxy = Proxy(workdir, mock_port, workers, plan, tag, args.proxy_src, stack=stack)
     subjects = [
         Subject("openai", "openai", proxy.port, proxy.cpu, workdir),
         Subject("anthropic", "anthropic", proxy.port, proxy.cpu, workdir),
@@ -1323,12 +1382,13 @@ def table(report: dict) -> str:
     add("usage rows consistent", "yes", "store", "check_consistent")
     add("other programs' CPU s in run", "", "machine", "other_programs_cpu_s")
     width = max(len(r[0]) for r in rows) + 2
-    head = "metric".ljust(width) + "target".ljust(10) + "".join(n.ljust(14) for n in names)
+    col = max(14, *(len(n) + 2 for n in names))
+    head = "metric".ljust(width) + "target".ljust(10) + "".join(n.ljust(col) for n in names)
     lines = [head, "-" * len(head)]
     for label, target, values in rows:
         if all(v == "-" for v in values):
             continue
-        lines.append(label.ljust(width) + target.ljust(10) + "".join(v.ljust(14) for v in values))
+        lines.append(label.ljust(width) + target.ljust(10) + "".join(v.ljust(col) for v in values))
     return "\n".join(lines)
 
 

@@ -1,0 +1,106 @@
+"""Conversation caches on the shared state: what a provider must remember from one turn to
+give back on the next (Anthropic's signed thinking blocks, Gemini's thought signatures), so a
+follow-up turn that lands on another worker or replica still works (DESIGN.md, "Scale-out").
+
+Providers translate requests synchronously, so the cache has two halves: ``await prefetch(keys)``
+before translating loads what the history will ask for from the shared state (``state.redis_url``
+or the in-process state) into a small local LRU, and the translator's lookup is then the plain,
+synchronous :meth:`ConversationCache.get`. :meth:`remember` stores locally at once and writes
+through to the shared state in the background (a Redis SET lands well within the time a client
+takes to send its next turn); :meth:`drain` awaits the writes still in flight (shutdown, tests).
+Without a bound state (unit tests, a provider used on its own) it is the local LRU alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+CONVERSATION_TTL_S = 6 * 3600.0  # a conversation idle longer than this starts over
+LOCAL_SIZE = 10_000
+
+
+class ConversationCache:
+    def __init__(
+        self, namespace: str, *, ttl_s: float = CONVERSATION_TTL_S, local_size: int = LOCAL_SIZE
+    ) -> None:
+        self.namespace = namespace
+        self.ttl_s = ttl_s
+        self.local_size = local_size
+        self._local: OrderedDict[str, Any] = OrderedDict()
+        self._state: Any = None  # proxy.state.SharedState
+        self._writes: set[asyncio.Task[None]] = set()
+
+    def bind(self, state: Any) -> None:
+        """Share through ``state`` (the app's STATE) from now on."""
+        self._state = state
+
+    def _key(self, key: str) -> str:
+        return f"conv:{self.namespace}:{key}"
+
+    def get(self, key: str) -> Any:
+        value = self._local.get(key)
+        if value is not None:
+            self._local.move_to_end(key)
+        return value
+
+    def _put_local(self, key: str, value: Any) -> None:
+        self._local[key] = value
+        self._local.move_to_end(key)
+        while len(self._local) > self.local_size:
+            self._local.popitem(last=False)
+
+    async def prefetch(self, keys: Iterable[str]) -> None:
+        """Load ``keys`` missing locally from the shared state (one round trip each, at once)."""
+        if self._state is None:
+            return
+        missing = [k for k in dict.fromkeys(keys) if k not in self._local]
+        if not missing:
+            return
+        try:
+            values = await asyncio.gather(*(self._state.get(self._key(k)) for k in missing))
+        except Exception:  # a shared state that is down costs the lookup, not the request
+            log.warning("conversation cache %s: shared state unavailable", self.namespace)
+            return
+        for key, raw in zip(missing, values, strict=True):
+            if raw is not None:
+                self._put_local(key, orjson.loads(raw))
+
+    def remember(self, key: str, value: Any) -> None:
+        """Store ``value`` (JSON-serialisable) under ``key``, locally now, shared soon."""
+        self._put_local(key, value)
+        if self._state is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self._write(key, orjson.dumps(value)))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write(self, key: str, raw: bytes) -> None:
+        try:
+            await self._state.set(self._key(key), raw, self.ttl_s)
+        except Exception:
+            log.warning("conversation cache %s: could not share %s", self.namespace, key)
+
+    async def drain(self) -> None:
+        if self._writes:
+            await asyncio.gather(*list(self._writes), return_exceptions=True)
+
+
+def bind_caches(providers: Iterable[Any], state: Any) -> None:
+    """Point every provider's conversation caches (attributes that are a
+    :class:`ConversationCache`) at the app's shared state."""
+    for provider in providers:
+        for value in vars(provider).values():
+            if isinstance(value, ConversationCache):
+                value.bind(state)
