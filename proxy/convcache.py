@@ -1,6 +1,6 @@
 """Conversation caches on the shared state: what a provider must remember from one turn to
 give back on the next (Anthropic's signed thinking blocks, Gemini's thought signatures), so a
-follow-up turn that lands on another worker or replica still works (DESIGN.md, "Scale-out").
+follow-up turn that lands on another worker or replica still works (docs/design.md, "Scale-out").
 
 Providers translate requests synchronously, so the cache has two halves: ``await prefetch(keys)``
 before translating loads what the history will ask for from the shared state (``state.redis_url``
