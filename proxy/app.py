@@ -16,13 +16,14 @@ from aiohttp.typedefs import Middleware
 from proxy import redact, wire
 from proxy.appkeys import CLIENT_NAME, PROVIDERS, SETTINGS, USAGE_WRITER
 from proxy.config import Settings
+from proxy.convcache import bind_caches
 from proxy.doors.messages import messages_error_middleware
 from proxy.errors import PayloadTooLarge, ProxyError, json_error
 from proxy.observe import setup_observe
 from proxy.providers import build_provider
 from proxy.providers.base import Provider
 from proxy.routes import setup_routes
-from proxy.state import state_context
+from proxy.state import STATE, state_context
 from proxy.usage.db import DATABASE
 from proxy.usage.service import open_usage
 
@@ -88,6 +89,7 @@ async def _providers_ctx(app: web.Application) -> AsyncIterator[None]:
         await session.close()
         raise
     app[PROVIDERS] = providers
+    bind_caches(providers.values(), app.get(STATE))  # conversation caches go shared (Redis)
     yield
     for provider in providers.values():
         try:

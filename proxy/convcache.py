@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -29,9 +29,15 @@ LOCAL_SIZE = 10_000
 
 class ConversationCache:
     def __init__(
-        self, namespace: str, *, ttl_s: float = CONVERSATION_TTL_S, local_size: int = LOCAL_SIZE
+        self,
+        namespace: str,
+        *,
+        ttl_s: float = CONVERSATION_TTL_S,
+        local_size: int = LOCAL_SIZE,
+        decode: Callable[[Any], Any] | None = None,
     ) -> None:
         self.namespace = namespace
+        self.decode = decode  # JSON (as loaded) -> the value ``get`` returns
         self.ttl_s = ttl_s
         self.local_size = local_size
         self._local: OrderedDict[str, Any] = OrderedDict()
@@ -71,10 +77,13 @@ class ConversationCache:
             return
         for key, raw in zip(missing, values, strict=True):
             if raw is not None:
-                self._put_local(key, orjson.loads(raw))
+                value = orjson.loads(raw)
+                self._put_local(key, self.decode(value) if self.decode else value)
 
     def remember(self, key: str, value: Any) -> None:
         """Store ``value`` (JSON-serialisable) under ``key``, locally now, shared soon."""
+        if self._local.get(key) == value:  # a stream re-reports what it already said
+            return
         self._put_local(key, value)
         if self._state is None:
             return
@@ -97,9 +106,27 @@ class ConversationCache:
             await asyncio.gather(*list(self._writes), return_exceptions=True)
 
 
+def assistant_tool_call_ids(body: Any, *, first_only: bool = False) -> Iterator[str]:
+    """The tool-call ids of the assistant turns in a chat body: the keys a follow-up turn's
+    translation will look up (the first of each turn when ``first_only``)."""
+    for message in body.get("messages") or ():
+        if not isinstance(message, dict) or message.get("role") != "assistant":
+            continue
+        for call in message.get("tool_calls") or ():
+            if isinstance(call, dict) and isinstance(call.get("id"), str):
+                yield call["id"]
+                if first_only:
+                    break
+
+
 def bind_caches(providers: Iterable[Any], state: Any) -> None:
     """Point every provider's conversation caches (attributes that are a
-    :class:`ConversationCache`) at the app's shared state."""
+    :class:`ConversationCache`) at the app's shared state. The in-process state adds nothing to
+    each cache's own LRU in one process, so only a shared one (Redis) is bound."""
+    from proxy.state import InProcessState  # noqa: PLC0415
+
+    if state is None or isinstance(state, InProcessState):
+        return
     for provider in providers:
         for value in vars(provider).values():
             if isinstance(value, ConversationCache):

@@ -9,13 +9,13 @@ translator asks it when the client's history has no ``thinking_blocks`` of its o
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import aiohttp
 from pydantic import Field, SecretStr
 
+from proxy.convcache import ConversationCache, assistant_tool_call_ids
 from proxy.errors import upstream_status_error
 from proxy.providers.base import Call, Completion
 from proxy.providers.http import HTTPProvider
@@ -69,16 +69,19 @@ class AnthropicProvider(HTTPProvider):
         }
         if config.anthropic_beta:
             self._headers_base["anthropic-beta"] = ",".join(config.anthropic_beta)
-        self._thinking: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        # Shared by every worker and replica when state.redis_url is set (proxy/convcache.py).
+        self._thinking = ConversationCache(
+            f"anthropic-thinking:{name}", local_size=THINKING_CACHE_SIZE
+        )
         self._dropped_logged: set[str] = set()
 
     def _remember_thinking(self, tool_call_ids: list[str], blocks: list[dict[str, Any]]) -> None:
         if not tool_call_ids or not blocks:
             return
-        self._thinking[tool_call_ids[0]] = blocks
-        self._thinking.move_to_end(tool_call_ids[0])
-        while len(self._thinking) > THINKING_CACHE_SIZE:
-            self._thinking.popitem(last=False)
+        self._thinking.remember(tool_call_ids[0], blocks)
+
+    async def prepare(self, call: Call) -> None:
+        await self._thinking.prefetch(assistant_tool_call_ids(call.body, first_only=True))
 
     def _log_dropped(self, body: dict[str, Any]) -> None:
         # Parameters Anthropic has no equivalent for are dropped, not refused; say so once per

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -34,6 +33,7 @@ import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from proxy.convcache import ConversationCache, assistant_tool_call_ids
 from proxy.errors import ProxyError, UpstreamError, upstream_status_error
 from proxy.providers.base import Call, Completion, read_head, retry_after_of
 from proxy.providers.http import HTTPProvider, expect_object
@@ -130,7 +130,12 @@ class GeminiProvider(HTTPProvider):
             version = config.api_version or DEFAULT_API_VERSION
             self._prefix = f"{(config.base_url or DEFAULT_BASE_URL).rstrip('/')}/{version}"
         self._static_headers = {"Content-Type": "application/json", **config.headers}
-        self._calls: OrderedDict[str, tr.RememberedCall] = OrderedDict()
+        # Shared by every worker and replica when state.redis_url is set (proxy/convcache.py).
+        self._calls = ConversationCache(
+            f"gemini-calls:{name}",
+            local_size=CALL_MEMORY_SIZE,
+            decode=lambda d: tr.RememberedCall(**d),
+        )
         self._dropped_logged: set[str] = set()
 
     # -- plumbing
@@ -153,22 +158,20 @@ class GeminiProvider(HTTPProvider):
         return f"{self._prefix}/{path}{method}"
 
     def _recall(self, call_id: str) -> tr.RememberedCall | None:
-        memo = self._calls.get(call_id)
-        if memo is not None:
-            self._calls.move_to_end(call_id)
+        memo: tr.RememberedCall | None = self._calls.get(call_id)
         return memo
+
+    async def prepare(self, call: Call) -> None:
+        await self._calls.prefetch(assistant_tool_call_ids(call.body))
 
     def _remember(self, calls: list[tr.EmittedCall], model: str) -> None:
         for emitted in calls:
             # Calls without a signature or a Gemini id have nothing worth remembering.
             if emitted.signature is None and not emitted.upstream_id:
                 continue
-            self._calls[emitted.id] = tr.RememberedCall(
-                emitted.signature, emitted.upstream_id, model
+            self._calls.remember(
+                emitted.id, tr.RememberedCall(emitted.signature, emitted.upstream_id, model)
             )
-            self._calls.move_to_end(emitted.id)
-        while len(self._calls) > CALL_MEMORY_SIZE:
-            self._calls.popitem(last=False)
 
     # -- HTTPProvider hooks
 

@@ -88,7 +88,8 @@ def _too_large(limit: int) -> UpstreamError:
 class HTTPProvider(Provider):
     """A provider that answers one HTTP POST with JSON, or with an SSE stream.
 
-    Hooks (override what differs): :meth:`endpoint`, :meth:`request_headers`, :meth:`request_body`,
+    Hooks (override what differs): :meth:`endpoint`, :meth:`request_headers`, :meth:`prepare`,
+    :meth:`request_body`,
     :meth:`check_status`, :meth:`decode_event`, :meth:`check_event`, :meth:`translate_response`,
     :meth:`stream_translator`, :meth:`observe`.
     """
@@ -133,6 +134,10 @@ class HTTPProvider(Provider):
     def stream_translator(self, call: Call) -> HTTPStreamTranslator:
         """A fresh stream translator for one response."""
 
+    async def prepare(self, call: Call) -> None:  # noqa: B027 (optional hook)
+        """Before the body is built: load what the translation will look up (conversation
+        caches on the shared state, proxy/convcache.py)."""
+
     def observe(self, call: Call, translator: Any) -> None:  # noqa: B027 (optional hook)
         """Called after every event fed to ``translator`` (conversation caches)."""
 
@@ -170,6 +175,7 @@ class HTTPProvider(Provider):
     # -- plumbing
 
     async def _post(self, call: Call, *, stream: bool) -> aiohttp.ClientResponse:
+        await self.prepare(call)
         data = orjson.dumps(self.request_body(call, stream=stream))
         headers = await self.request_headers(call)
         # aiohttp has no limit on the wait for response headers alone: first_byte is ours.
