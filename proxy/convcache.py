@@ -5,9 +5,10 @@ follow-up turn that lands on another worker or replica still works (docs/design.
 Providers translate requests synchronously, so the cache has two halves: ``await prefetch(keys)``
 before translating loads what the history will ask for from the shared state (``state.redis_url``
 or the in-process state) into a small local LRU, and the translator's lookup is then the plain,
-synchronous :meth:`ConversationCache.get`. :meth:`remember` stores locally at once and writes
-through to the shared state in the background (a Redis SET lands well within the time a client
-takes to send its next turn); :meth:`drain` awaits the writes still in flight (shutdown, tests).
+synchronous :meth:`ConversationCache.get`. :meth:`remember` stores locally at once and starts
+the write to the shared state; the provider's ``settle`` hook awaits it (:meth:`drain`) before
+the answer, or the end of the stream, reaches the client, so a next turn on another replica
+always finds it.
 Without a bound state (unit tests, a provider used on its own) it is the local LRU alone.
 """
 

@@ -80,6 +80,9 @@ class AnthropicProvider(HTTPProvider):
             return
         self._thinking.remember(tool_call_ids[0], blocks)
 
+    async def settle(self, call: Call) -> None:
+        await self._thinking.drain()
+
     async def prepare(self, call: Call) -> None:
         await self._thinking.prefetch(assistant_tool_call_ids(call.body, first_only=True))
 

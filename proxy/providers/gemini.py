@@ -161,6 +161,9 @@ class GeminiProvider(HTTPProvider):
         memo: tr.RememberedCall | None = self._calls.get(call_id)
         return memo
 
+    async def settle(self, call: Call) -> None:
+        await self._calls.drain()
+
     async def prepare(self, call: Call) -> None:
         await self._calls.prefetch(assistant_tool_call_ids(call.body))
 

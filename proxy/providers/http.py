@@ -89,7 +89,7 @@ class HTTPProvider(Provider):
     """A provider that answers one HTTP POST with JSON, or with an SSE stream.
 
     Hooks (override what differs): :meth:`endpoint`, :meth:`request_headers`, :meth:`prepare`,
-    :meth:`request_body`,
+    :meth:`request_body`, :meth:`settle`,
     :meth:`check_status`, :meth:`decode_event`, :meth:`check_event`, :meth:`translate_response`,
     :meth:`stream_translator`, :meth:`observe`.
     """
@@ -138,6 +138,10 @@ class HTTPProvider(Provider):
         """Before the body is built: load what the translation will look up (conversation
         caches on the shared state, proxy/convcache.py)."""
 
+    async def settle(self, call: Call) -> None:  # noqa: B027 (optional hook)
+        """After the answer (or the stream's last event), before the client sees its end:
+        wait for conversation-cache writes, so a next turn on another replica finds them."""
+
     def observe(self, call: Call, translator: Any) -> None:  # noqa: B027 (optional hook)
         """Called after every event fed to ``translator`` (conversation caches)."""
 
@@ -153,11 +157,13 @@ class HTTPProvider(Provider):
                 resp.release()
             answer = expect_object(orjson.loads(raw), "answer")
             try:
-                return self.translate_response(call, answer)
+                completion = self.translate_response(call, answer)
             except ProxyError:
                 raise
             except SHAPE_ERRORS as exc:
                 raise UpstreamFormatError(f"{type(exc).__name__}: {exc}") from exc
+        await self.settle(call)
+        return completion
 
     @asynccontextmanager
     async def stream(self, call: Call) -> AsyncIterator[ChunkStream]:
@@ -215,3 +221,4 @@ class HTTPProvider(Provider):
             for chunk in translator.finish():
                 yield chunk
             self.observe(call, translator)
+        await self.settle(call)  # before the stream's end reaches the client
