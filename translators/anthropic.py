@@ -63,6 +63,7 @@ from translators.anthropic_request import (
 
 if TYPE_CHECKING:
     from translators.base import RequestTranslator, ResponseTranslator, StreamTranslatorFactory
+    from translators.openai_types import ChatMessage, ToolCall
 from translators.base import (
     ChunkFactory,
     FinishReason,
@@ -140,7 +141,7 @@ def _arguments(tool_input: Any) -> str:
     return json.dumps(tool_input or {}, ensure_ascii=False)
 
 
-def _tool_call(call_id: str, name: str, arguments: str) -> JSONDict:
+def _tool_call(call_id: str, name: str, arguments: str) -> ToolCall:
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
@@ -189,7 +190,7 @@ def translate_response(body: JSONDict, *, meta: ResponseMeta) -> tuple[JSONDict,
     texts: list[str] = []
     reasoning: list[str] = []
     thinking_blocks: list[JSONDict] = []
-    tool_calls: list[JSONDict] = []
+    tool_calls: list[ToolCall] = []
     for block in content:
         kind = _expect_dict(block, "content block").get("type")
         if kind == "text":
@@ -206,7 +207,7 @@ def translate_response(body: JSONDict, *, meta: ResponseMeta) -> tuple[JSONDict,
             thinking_blocks.append(tb)
     text = "".join(texts)
     stop_reason = body.get("stop_reason")
-    message: JSONDict = {
+    message: ChatMessage = {
         "role": "assistant",
         # OpenAI sends null content beside tool calls, "" for an empty answer
         # (docs/wire-formats.md 4.14).

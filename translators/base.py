@@ -19,6 +19,7 @@ translator, adds the ``include_usage`` chunk and the ``[DONE]`` terminator.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -182,7 +183,7 @@ def completion(
     meta: ResponseMeta,
     *,
     model: str,
-    message: JSONDict,
+    message: Mapping[str, Any],
     finish_reason: FinishReason,
     usage: Usage,
 ) -> JSONDict:

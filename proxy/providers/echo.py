@@ -20,6 +20,7 @@ from proxy.providers.base import Call, ChunkStream, Completion, Provider, Stream
 from proxy.providers.spec import Capabilities, DefaultEntry, ProviderConfigBase, ProviderType
 from translators.base import ChunkFactory, FinishReason, Usage, completion, text_of
 from translators.json_example import example_for
+from translators.openai_types import ChatMessage
 
 
 class EchoProviderConfig(ProviderConfigBase):
@@ -60,7 +61,7 @@ def _forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
 class EchoProvider(Provider):
     type = "echo"
 
-    def _answer(self, call: Call) -> tuple[dict[str, Any], FinishReason, Usage]:
+    def _answer(self, call: Call) -> tuple[ChatMessage, FinishReason, Usage]:
         body = call.body
         messages = body["messages"]
         prompt_words = _words(call.system or "")
@@ -84,7 +85,7 @@ class EchoProvider(Provider):
             args = orjson.dumps(
                 example_for(tool.get("parameters") or {"type": "object"}) or {}
             ).decode()
-            message = {
+            message: ChatMessage = {
                 "role": "assistant",
                 "content": None,
                 "refusal": None,
@@ -102,7 +103,7 @@ class EchoProvider(Provider):
             text = orjson.dumps(example_for(fmt["json_schema"].get("schema") or {}) or {}).decode()
         elif fmt.get("type") == "json_object":
             text = orjson.dumps({"echo": text}).decode()
-        message = {"role": "assistant", "content": text, "refusal": None}
+        message = ChatMessage(role="assistant", content=text, refusal=None)
         return message, "stop", Usage(prompt_words, _words(text))
 
     async def complete(self, call: Call) -> Completion:
@@ -124,7 +125,7 @@ class EchoProvider(Provider):
         yield ChunkStream(totals, self._chunks(call, message, finish, usage, totals))
 
     async def _chunks(
-        self, call: Call, message: dict[str, Any], finish: Any, usage: Usage, totals: StreamTotals
+        self, call: Call, message: ChatMessage, finish: Any, usage: Usage, totals: StreamTotals
     ) -> AsyncIterator[dict[str, Any]]:
         factory = ChunkFactory(call.meta, call.model)
         n = _choices(call)
