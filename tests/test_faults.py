@@ -197,3 +197,60 @@ def test_client_and_bearer_tokens_are_redacted_from_upstream_errors(
     (row,) = proxy.rows()
     assert client_key not in row["error_message"]
     assert "abcdefghijklmnop0123" not in row["error_message"]
+
+
+@pytest.mark.parametrize("wire", WIRES)
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize("value", [faulty.ABSURD, -5, 1.5e300, "12", [1]], ids=repr)
+def test_absurd_usage_numbers_keep_the_answer_and_the_row(
+    faulty_upstream: FaultyUpstream, start_proxy: Any, wire: str, stream: bool, value: Any
+) -> None:
+    proxy = start_proxy(faulty.proxy_config(wire, faulty_upstream.url))
+    faulty_upstream.reply(faulty.absurd_usage(wire, stream=stream, value=value))
+    resp = chat(proxy, stream=stream)
+    assert_clean(resp)
+    assert resp.status in (200, 502), resp.raw
+    (row,) = proxy.rows()  # the request keeps its row, whatever the upstream reported
+    assert row["http_status"] in (200, 502)
+
+
+@pytest.mark.parametrize("wire", WIRES)
+def test_a_huge_event_is_relayed_cleanly(
+    faulty_upstream: FaultyUpstream, start_proxy: Any, wire: str
+) -> None:
+    proxy = start_proxy(faulty.proxy_config(wire, faulty_upstream.url))
+    faulty_upstream.reply(faulty.huge_event(wire, 2 * 1024 * 1024))
+    resp = chat(proxy, stream=True)
+    assert_clean(resp)
+    assert resp.status == 200
+    assert len(resp.body) > 2 * 1024 * 1024
+    assert len(proxy.rows()) == 1
+
+
+HANGS = {
+    "before headers": lambda wire: faulty.hang_before_headers(),
+    "before body": lambda wire: faulty.hang_before_body(),
+    "drip": lambda wire: faulty.drip(b'{"choices": [', interval=0.6),
+}
+
+
+@pytest.mark.parametrize("wire", WIRES)
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize("hang", HANGS.values(), ids=HANGS.keys())
+def test_a_hanging_upstream_gets_one_clean_answer(
+    faulty_upstream: FaultyUpstream, start_proxy: Any, wire: str, stream: bool, hang: Any
+) -> None:
+    """Whatever the timeout that fires (issue 9 item 6 makes each phase exact), the client gets
+    one clean error answer and the request one row."""
+    config = faulty.proxy_config(wire, faulty_upstream.url)
+    config["providers"]["up"]["timeout"] = 1
+    proxy = start_proxy(config)
+    faulty_upstream.reply(hang(wire))
+    resp = chat(proxy, stream=stream)
+    assert_clean(resp)
+    if resp.status == 200:  # headers went out before the upstream stalled: in-band error
+        stream_error(resp)
+    else:
+        assert resp.status in (502, 504), resp.raw
+    (row,) = proxy.rows()
+    assert row["status"] == "error"

@@ -203,7 +203,8 @@ def absurd_usage(wire: Wire, *, stream: bool, value: Any = ABSURD) -> Reply:
         delta["usage"] = {"output_tokens": value}
         return Reply(events=[*events[:-2], (events[-2][0], delta), events[-1]])
     if wire == "gemini":
-        body = gemini_fake.response([{"text": "Hello"}], prompt_tokens=value)
+        body = gemini_fake.response([{"text": "Hello"}])
+        body["usageMetadata"] = {"promptTokenCount": value, "candidatesTokenCount": value}
         return Reply(events=[(None, body)]) if stream else Reply(json=body)
     usage = {"prompt_tokens": value, "completion_tokens": value, "total_tokens": value}
     if stream:
