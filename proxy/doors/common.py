@@ -8,7 +8,7 @@ fallbacks and attempt rows apply to every door alike.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,6 +17,7 @@ from aiohttp import web
 from proxy.appkeys import CLIENT_NAME, PROVIDERS, SETTINGS
 from proxy.config import Persona
 from proxy.errors import UpstreamError
+from proxy.governance.gate import admit, release
 from proxy.handlers import _now_iso, _read_json, resolve_persona
 from proxy.observe import (
     attempt_end,
@@ -52,10 +53,11 @@ class Door:
         started: ``perf_counter()`` at arrival.
     """
 
-    __slots__ = ("app", "rec", "headers", "started", "name", "persona", "provider")
+    __slots__ = ("app", "request", "rec", "headers", "started", "name", "persona", "provider")
 
     def __init__(self, request: web.Request, *, request_id: str, api: str) -> None:
         self.app = request.app
+        self.request = request
         self.started = time.perf_counter()
         self.rec = UsageRecord(
             id=request_id,
@@ -104,8 +106,15 @@ class Door:
             include_usage=False,
         )
 
-    def finish(self) -> None:
-        """Queue the usage row (from ``finally``: errors and cancellations are rows too)."""
+    async def admit(self, tokens: int | Callable[[], int]) -> None:
+        """The client key's and the persona's limits, as on chat: 403 or 429 before any
+        upstream call (proxy/governance/gate.py). ``tokens``: the prompt estimate for tpm."""
+        await admit(self.request, self.name, tokens, self.rec)
+
+    async def finish(self) -> None:
+        """Settle the limits and queue the usage row (from ``finally``: errors and
+        cancellations are rows too)."""
+        await release(self.request, self.rec)
         self.rec.latency_ms = (time.perf_counter() - self.started) * 1000
         request_finished(self.app, self.rec)
 

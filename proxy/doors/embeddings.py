@@ -61,6 +61,9 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         except TranslationError as exc:
             raise InvalidRequest(exc.message, param=exc.param) from None
         name, persona, provider = door.resolve(request, body.get("model"))
+        await door.admit(
+            tr.estimate_tokens(texts) if texts is not None else sum(map(len, tokens or []))
+        )
         if provider.type == "openai":
             return await _openai(door, provider, body, persona.model)
         if provider.type == "gemini" and getattr(provider, "vertex", None) is None:
@@ -107,7 +110,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         door.rec.fail(err, http_status=500)
         return json_error(err, headers=door.headers)
     finally:
-        door.finish()
+        await door.finish()
 
 
 async def _openai(door: Door, provider: Any, body: dict[str, Any], model: str) -> web.Response:

@@ -25,6 +25,7 @@ from aiohttp import web
 from proxy.doors import anthropic_native
 from proxy.doors.common import Door, complete, open_stream, read_json
 from proxy.errors import InvalidRequest, ProxyError
+from proxy.governance.gate import estimate_chat_tokens
 from proxy.sse import SSE_HEADERS
 from translators import messages_door as tr
 from translators.base import TranslationError
@@ -118,6 +119,13 @@ def _chat_body(body: dict[str, Any]) -> dict[str, Any]:
         raise InvalidRequest(exc.message, param=exc.param) from None
 
 
+def estimate_tokens(body: dict[str, Any]) -> int:
+    """A cheap prompt estimate for limits and count_tokens: about four characters of the
+    request's JSON (system, messages, tools) per token."""
+    size = len(orjson.dumps([body.get("system"), body["messages"], body.get("tools")]))
+    return max(1, math.ceil(size / 4))
+
+
 def _sse(name: str, data: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
@@ -130,8 +138,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
         door.rec.stream = bool(body.get("stream"))
         _, _, provider = door.resolve(request, body.get("model"))
         if provider.type == "anthropic":
+            await door.admit(lambda: estimate_tokens(body))
             return await anthropic_native.forward(request, door, body)
         chat = _chat_body(body)
+        await door.admit(lambda: estimate_chat_tokens(chat))
         if door.rec.stream:
             return await _stream(request, door, chat, message_id)
         result = await complete(door, chat, completion_id=message_id)
@@ -153,7 +163,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         door.rec.fail(err, http_status=500)
         return error_response(err, door.headers)
     finally:
-        door.finish()
+        await door.finish()
 
 
 async def _stream(

@@ -23,6 +23,7 @@ from proxy.doors import openai_native, responses_store
 from proxy.doors.common import Door, complete, open_stream, read_json
 from proxy.doors.responses_store import RESPONSE_STORE
 from proxy.errors import InvalidRequest, ProxyError, json_error
+from proxy.governance.gate import estimate_chat_tokens
 from proxy.sse import SSE_HEADERS
 from translators import responses_door as tr
 from translators.base import TranslationError
@@ -78,6 +79,7 @@ async def create(request: web.Request) -> web.StreamResponse:
         door.rec.stream = bool(body.get("stream"))
         name, persona, provider = door.resolve(request, body.get("model"))
         if provider.type == "openai" and getattr(provider.config, "responses", None) == "native":
+            await door.admit(lambda: max(1, len(orjson.dumps(body.get("input"))) // 4))
             return await openai_native.forward(request, door, body)
         db = request.app[RESPONSE_STORE]
         try:
@@ -100,6 +102,7 @@ async def create(request: web.Request) -> web.StreamResponse:
             chat = tr.chat_request(body, conversation)
         except TranslationError as exc:
             raise InvalidRequest(exc.message, param=exc.param) from None
+        await door.admit(lambda: estimate_chat_tokens(chat))
         created = int(time.time())
         store = body.get("store", True) is not False
         if door.rec.stream:
@@ -130,7 +133,7 @@ async def create(request: web.Request) -> web.StreamResponse:
         door.rec.fail(err, http_status=500)
         return json_error(err, headers=door.headers)
     finally:
-        door.finish()
+        await door.finish()
 
 
 async def _stream(
