@@ -365,3 +365,27 @@ def test_issue_examples_are_400s_naming_the_field(
     assert resp.status_code == 400, resp.text
     err = resp.json()["error"]
     assert err["param"].startswith(param), err
+
+
+def test_nested_min_items_cannot_make_echo_build_billions(
+    fuzz_proxy: str, client: httpx.Client
+) -> None:
+    """`minItems` multiply when nested: the echo persona's example stays bounded (fast, small)."""
+    import time
+
+    schema: dict[str, Any] = {"type": "string", "minLength": 100_000}
+    for _ in range(4):
+        schema = {"type": "array", "minItems": 100_000, "items": schema}
+    body = {
+        **_user("hi"),
+        "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
+    }
+    started = time.monotonic()
+    resp = client.post(
+        fuzz_proxy + "/v1/chat/completions",
+        content=_dumps(body),
+        headers={"X-Persona": "echo", "Content-Type": "application/json"},
+    )
+    assert resp.status_code == 200, resp.text[:300]
+    assert time.monotonic() - started < 5
+    assert len(resp.content) < 50 * 1024 * 1024
