@@ -1,8 +1,11 @@
-"""The provider seam: what every provider type implements, and the HTTP plumbing they share.
+"""The provider seam: the entry points every provider type implements, and their values.
 
-A provider turns one :class:`Call` (an OpenAI request with the persona applied) into either a
-:class:`Completion` or a :class:`ChunkStream` of OpenAI chunks. Providers own I/O and error
-mapping; the pure request/response mapping lives in ``translators/``.
+A provider turns one :class:`Call` (the client's OpenAI request, persona params applied, the
+persona's system text in :attr:`Call.system`) into a :class:`Completion` (``complete``) or a
+:class:`ChunkStream` of OpenAI chunks (``stream``). Providers own I/O and error mapping; the pure
+request/response mapping lives in ``translators/``. Also here: the error mapping every provider
+shares (:func:`translating_errors`, upstream error bodies). The HTTP skeleton is in
+:mod:`proxy.providers.http`, the registry of types in :mod:`proxy.providers.registry`.
 """
 
 from __future__ import annotations
