@@ -1376,6 +1376,13 @@ def table(report: dict) -> str:
     for sub in ("openai", "anthropic"):
         add(f"{sub}: slow streams completed", "1000", "slow", f"proxy-{sub}", "completed")
         add(f"{sub}: slow streams peak RSS MB", "", "slow", f"proxy-{sub}", "proxy_peak_rss_mb")
+    for profile in ("off", "metrics", "traces", "log", "all"):  # bench/observe.py
+        add(f"observe {profile}: p50 ms", "", "observe", profile, "p50_ms")
+        target = "<= 0.1" if profile == "all" else ""
+        add(f"observe {profile}: added p50 ms vs off", target, "observe", profile,
+            "added_p50_ms_vs_off")  # fmt: skip
+        target = ">= 0.85" if profile == "all" else ""
+        add(f"observe {profile}: rps / off", target, "observe", profile, "rps_ratio_vs_off")
     add("idle RSS MB (all processes)", "< 80", "startup", "idle_rss_mb")
     add("idle PSS MB (all processes)", "", "startup", "idle_pss_mb")
     add("start to first answer s", "<= 1", "startup", "first_answer_s")

@@ -403,7 +403,7 @@ def test_traces_capture_content_and_errors(fake_upstream, start_proxy, otlp, bg_
 
 
 async def _shutdown_tracing(app: web.Application) -> None:
-    """Flush: drain the finished requests and the batch processor."""
+    """Flush: drain the finished requests and wait for the exporter."""
     import asyncio
 
     from proxy.observe import OBSERVER
@@ -412,4 +412,4 @@ async def _shutdown_tracing(app: web.Application) -> None:
     await observer.drain()
     tracing = observer.tracing
     assert tracing is not None
-    await asyncio.get_running_loop().run_in_executor(None, tracing.processor.force_flush)
+    await asyncio.get_running_loop().run_in_executor(None, tracing.flush)

@@ -1,5 +1,5 @@
 """OpenTelemetry traces: one SERVER span per request, one CLIENT span per upstream attempt,
-exported over OTLP HTTP/protobuf through the SDK's BatchSpanProcessor.
+exported over OTLP HTTP/protobuf in batches.
 
 On when ``telemetry.otlp_endpoint`` is set or ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
 ``..._TRACES_ENDPOINT``) is in the environment, unless ``OTEL_SDK_DISABLED=true`` or
@@ -8,10 +8,10 @@ On when ``telemetry.otlp_endpoint`` is set or ``OTEL_EXPORTER_OTLP_ENDPOINT`` (o
 Spans are built after the fact. During the request the proxy only draws ids
 (``random.getrandbits``: the trace id, or the client's from its ``traceparent``, and one span
 id per attempt, which the upstream request carries in its own ``traceparent``) and takes the
-perf_counter readings it takes anyway; the drain then builds SDK ``ReadableSpan``s with those
-ids and times, on the observe thread, and hands them to the batch processor. A live SDK span
-costs 10-20 us of locks and attribute bookkeeping per span on the event loop; this costs a few
-hundred ns there.
+perf_counter readings it takes anyway; the drain then encodes the spans with those ids and
+times, on the observe thread, and one exporter thread posts each batch (proxy/observe/otlp.py
+says why not the SDK's span objects and exporter). A live SDK span costs 10-20 us of locks and
+attribute bookkeeping per span on the event loop; this costs a few hundred ns there.
 
 Attributes follow the GenAI semantic conventions as published in OpenTelemetry semantic
 conventions v1.38.0 (Development status; names as in opentelemetry-semantic-conventions
@@ -34,6 +34,7 @@ import orjson
 from aiohttp import web
 
 from proxy.config import Settings
+from proxy.observe import otlp
 from proxy.redact import redact
 
 log = logging.getLogger(__name__)
@@ -89,19 +90,16 @@ def upstream_trace_configs(settings: Settings) -> list[aiohttp.TraceConfig]:
 
 class Tracing:
     def __init__(self, settings: Settings, endpoint: str) -> None:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
-            OTLPSpanExporter,
-        )
+        # The SDK's Resource merges OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES as usual.
         from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
-        from opentelemetry.sdk.util.instrumentation import InstrumentationScope  # noqa: PLC0415
 
         from proxy import __version__  # noqa: PLC0415
 
         self.settings = settings
-        self.resource = Resource.create({"service.name": "persona-proxy"})
-        self.scope = InstrumentationScope("persona-proxy", __version__, SEMCONV_SCHEMA_URL)
-        self.processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint))
+        resource = Resource.create({"service.name": "persona-proxy"})
+        self.resource = otlp.attributes(dict(resource.attributes), 1)
+        self.scope = otlp.scope("persona-proxy", __version__)
+        self.exporter = otlp.Exporter(endpoint)
         self.capture_content = settings.telemetry.capture_content
 
     @classmethod
@@ -131,11 +129,15 @@ class Tracing:
 
     def consume(self, batch: list[Any]) -> None:
         offset = time.time_ns() - int(perf_counter() * 1e9)
+        spans: list[bytes] = []
         for req in batch:
             if req.attempts is None or not req.sampled:
                 continue
-            for span in self._spans(req, offset):
-                self.processor.on_end(span)
+            spans.extend(self._spans(req, offset))
+        if spans:
+            self.exporter.submit(
+                otlp.request_body(self.resource, self.scope, SEMCONV_SCHEMA_URL, spans)
+            )
 
     def _provider_name(self, provider: str | None) -> str:
         cfg = self.settings.providers.get(provider or "")
@@ -145,23 +147,11 @@ class Tracing:
             return "gcp.vertex_ai"
         return _PROVIDER_NAME.get(cfg.type, cfg.type)
 
-    def _spans(self, req: Any, offset: int) -> list[Any]:
-        from opentelemetry.sdk.trace import ReadableSpan  # noqa: PLC0415
-        from opentelemetry.trace import (  # noqa: PLC0415
-            SpanContext,
-            SpanKind,
-            Status,
-            StatusCode,
-            TraceFlags,
-        )
-
+    def _spans(self, req: Any, offset: int) -> list[bytes]:
         rec = req.rec
-        flags = TraceFlags(TraceFlags.SAMPLED)
         ns = lambda t: int(t * 1e9) + offset  # noqa: E731
         start = req.t0
         end = req.t0 + (rec.latency_ms or 0) / 1000
-        server_ctx = SpanContext(req.trace_id, req.span_id, False, flags)
-        parent = SpanContext(req.trace_id, req.parent_id, True, flags) if req.parent_id else None
         failed = rec.status == "error"
         code = rec.error_code or rec.error_type or "error"
         served = getattr(rec, "served_persona", None) or rec.persona
@@ -183,17 +173,16 @@ class Tracing:
         if failed:
             attrs["error.type"] = code
         spans = [
-            ReadableSpan(
+            otlp.span(
+                trace_id=req.trace_id,
+                span_id=req.span_id,
+                parent_id=req.parent_id,
                 name=f"{req.method} {req.path}",
-                context=server_ctx,
-                parent=parent,
-                resource=self.resource,
-                attributes=attrs,
-                kind=SpanKind.SERVER,
-                status=Status(StatusCode.ERROR) if failed else Status(StatusCode.UNSET),
-                start_time=ns(start),
-                end_time=ns(end),
-                instrumentation_scope=self.scope,
+                kind=otlp.SERVER,
+                start_ns=ns(start),
+                end_ns=ns(end),
+                attrs=attrs,
+                error=failed,
             )
         ]
         rows = [r for r in getattr(rec, "attempt_rows", None) or () if r.outcome != "skipped"]
@@ -246,20 +235,23 @@ class Tracing:
                         orjson.dumps(req.content["output"]).decode()
                     )
             spans.append(
-                ReadableSpan(
+                otlp.span(
+                    trace_id=req.trace_id,
+                    span_id=span_id,
+                    parent_id=req.span_id,
                     name=f"{operation} {request_model or ''}".strip(),
-                    context=SpanContext(req.trace_id, span_id, False, flags),
-                    parent=server_ctx,
-                    resource=self.resource,
-                    attributes=a,
-                    kind=SpanKind.CLIENT,
-                    status=Status(StatusCode.UNSET if ok else StatusCode.ERROR),
-                    start_time=ns(t_start),
-                    end_time=ns(max(t_end, t_start)),
-                    instrumentation_scope=self.scope,
+                    kind=otlp.CLIENT,
+                    start_ns=ns(t_start),
+                    end_ns=ns(max(t_end, t_start)),
+                    attrs=a,
+                    error=not ok,
                 )
             )
         return spans
 
+    def flush(self) -> None:
+        self.exporter.flush()
+
     def close(self) -> None:
-        self.processor.shutdown()
+        self.exporter.flush()
+        self.exporter.close()
