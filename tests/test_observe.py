@@ -413,3 +413,23 @@ async def _shutdown_tracing(app: web.Application) -> None:
     tracing = observer.tracing
     assert tracing is not None
     await asyncio.get_running_loop().run_in_executor(None, tracing.flush)
+
+
+def test_rate_limited_metric_from_refusals(fake_upstream, start_proxy):
+    """The governor's refusals (rows with its codes) feed persona_proxy_rate_limited_total."""
+    cfg = config(fake_upstream.url, server={"access_log": "off"})
+    cfg["keys"] = {"team": {"key": "team-secret-key", "rpm": 2, "max_parallel": 5}}
+    proxy = start_proxy(cfg)
+    oa = openai.OpenAI(base_url=proxy.base_url, api_key="team-secret-key", max_retries=0)
+    msgs = [{"role": "user", "content": "hi"}]
+    oa.chat.completions.create(model="parrot", messages=msgs)
+    oa.chat.completions.create(model="parrot", messages=msgs)
+    for _ in range(3):
+        with pytest.raises(openai.RateLimitError):
+            oa.chat.completions.create(model="parrot", messages=msgs)
+    rows = proxy.rows()
+    refused = [r for r in rows if r["error_code"] == "rate_limit_exceeded"]
+    assert len(refused) == 3 and {r["client"] for r in refused} == {"team"}
+    got = scrape(proxy.url)
+    assert got["persona_proxy_rate_limited_total"] == {(("key", "team"), ("limit", "rpm")): 3.0}
+    assert_metrics_match(got, rows)
