@@ -65,6 +65,7 @@ def browse(url: str, rows: list[dict[str, Any]], screenshot: Path, more) -> None
             assert cookie["httpOnly"] and ADMIN not in cookie["value"]
             assert "persona_proxy_admin" not in page.evaluate("document.cookie")
             check_numbers(page, rows)
+            check_keys(page, rows)
             for chart in CHARTS:
                 if chart == "chart-errors" and not any(r["status"] == "error" for r in rows):
                     continue
@@ -87,6 +88,19 @@ def browse(url: str, rows: list[dict[str, Any]], screenshot: Path, more) -> None
             assert errors == []
         finally:
             browser.close()
+
+
+def check_keys(page: Page, rows: list[dict[str, Any]]) -> None:
+    """Spend per key; a named key with a budget shows it (from GET /admin/keys)."""
+    table = {
+        tr.locator("td").nth(0).inner_text(): [td.inner_text() for td in tr.locator("td").all()]
+        for tr in page.locator("#keys tbody tr").all()
+    }
+    for client in {r["client"] for r in rows if r["client"]}:
+        spend = sum(r["cost_usd"] or 0 for r in rows if r["client"] == client)
+        assert math.isclose(float(table[client][1]), spend, abs_tol=1e-6), client
+    if "team" in table:
+        assert table["team"][2] == "5.00" and table["team"][3] == "month"
 
 
 def check_numbers(page: Page, rows: list[dict[str, Any]]) -> None:
@@ -112,8 +126,17 @@ def check_numbers(page: Page, rows: list[dict[str, Any]]) -> None:
 
 
 def test_dashboard_in_chromium(fake_upstream, start_proxy):
-    proxy = start_proxy(config(fake_upstream.url, server={"access_log": "off"}))
+    cfg = config(fake_upstream.url, server={"access_log": "off"})
+    cfg["keys"] = {"team": {"key": "team-secret-key", "budget": {"usd": 5, "period": "month"}}}
+    proxy = start_proxy(cfg)
     traffic(proxy, fake_upstream)
+    fake_upstream.reply(completion_reply("for the team"))
+    team = httpx.post(
+        proxy.base_url + "/chat/completions",
+        headers={"Authorization": "Bearer team-secret-key"},
+        json={"model": "writer", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert team.status_code == 200
     rows = proxy.rows()
 
     def more() -> None:

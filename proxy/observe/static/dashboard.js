@@ -160,13 +160,30 @@ function render(data) {
   document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
 }
 
+// Named keys (GET /admin/keys, proxy/governance): spend in each budget's own period against
+// the budget. Other clients (plain api_keys) keep the window's spend from /admin/usage.
+async function keysWithBudgets(data) {
+  const resp = await fetch("/admin/keys", { credentials: "same-origin" });
+  if (!resp.ok) return data.keys;
+  const named = (await resp.json()).data;
+  const names = new Set(named.map((k) => k.name));
+  return named.map((k) => ({
+    key: k.name,
+    spend_usd: k.spend_usd,
+    budget_usd: k.budget ? k.budget.usd : null,
+    period: k.period,
+  })).concat(data.keys.filter((k) => !names.has(k.key)));
+}
+
 async function refresh() {
   const since = document.getElementById("since").value;
   const resp = await fetch(`/admin/usage?since=${encodeURIComponent(since)}`,
     { credentials: "same-origin" });
   if (resp.status === 401) { window.location.reload(); return; }
   if (!resp.ok) throw new Error(`GET /admin/usage: ${resp.status}`);
-  render(await resp.json());
+  const data = await resp.json();
+  data.keys = await keysWithBudgets(data);
+  render(data);
 }
 
 async function lookup(id) {
