@@ -29,7 +29,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -274,6 +274,12 @@ async def admit(
                 headers={"Retry-After": "1"},
             ) from None
         return
+    if verdict.unseeded:  # a counter vanished three times in a row: something evicts keys
+        raise StateUnavailableError(
+            "The proxy could not set up this request's budget counters in its shared state "
+            "(Redis evicting keys?). Try again shortly.",
+            headers={"Retry-After": "1"},
+        )
     ticket = Ticket(quotas, verdict, n, _headers(quotas, verdict.standings), windows)
     request[TICKET] = ticket
     if not verdict.admitted:
@@ -321,18 +327,51 @@ async def release(request: web.Request, rec: UsageRecord) -> None:
                 cost = None
             if cost is not None:
                 rec.cost_usd = float(cost)
-        await request.app[STATE].settle(
-            ticket.quotas,
+        state = request.app[STATE]
+        settle = _settle_quietly(
+            state.settle(
+                ticket.quotas,
+                rec.id,
+                ticket.verdict.admitted_at_ms,
+                ticket.tokens,
+                rec.total_tokens or 0,
+                float(cost or 0.0),
+            ),
             rec.id,
-            ticket.verdict.admitted_at_ms,
-            ticket.tokens,
-            rec.total_tokens or 0,
-            float(cost or 0.0),
         )
+        if getattr(state, "local", False):
+            await settle  # in process: no I/O, done before the response leaves
+        else:
+            # Shared state: the round trip need not delay the response. The settlement is
+            # sent on the loop's next turn, before this client (or any other) can send a
+            # request that the admission script would see first.
+            task = asyncio.create_task(settle)
+            pending = request.app[PENDING_SETTLES]
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+    except Exception:
+        log.exception("%s: releasing its limits failed", rec.id)
+
+
+async def _settle_quietly(settle: Coroutine[Any, Any, None], request_id: str) -> None:
+    try:
+        await settle
     except StateUnavailable as exc:
         _warn_state(exc, "release")
     except Exception:
-        log.exception("%s: releasing its limits failed", rec.id)
+        log.exception("%s: settling its limits failed", request_id)
+
+
+PENDING_SETTLES = web.AppKey("pending_settles", set[asyncio.Task[None]])
+
+
+async def settle_context(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: settlements still on their way finish before the state closes."""
+    app[PENDING_SETTLES] = set()
+    yield
+    pending = app[PENDING_SETTLES]
+    if pending:
+        await asyncio.wait(list(pending), timeout=5)
 
 
 async def add_ratelimit_headers(request: web.Request, response: web.StreamResponse) -> None:

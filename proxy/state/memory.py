@@ -32,6 +32,8 @@ class _Subject:
 class InProcessState:
     """Dicts in this process. ``clock`` (seconds) can be injected by tests."""
 
+    local = True  # no I/O: callers may await it inline
+
     def __init__(
         self,
         *,
