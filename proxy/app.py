@@ -23,6 +23,7 @@ from proxy.observe import setup_observe
 from proxy.providers import build_provider
 from proxy.providers.base import Provider
 from proxy.routes import setup_routes
+from proxy.routing.runtime import RUNTIME, close_runtime, new_ref, watch_ctx
 from proxy.state import STATE, state_context
 from proxy.usage.db import DATABASE
 from proxy.usage.service import open_usage
@@ -88,14 +89,13 @@ async def _providers_ctx(app: web.Application) -> AsyncIterator[None]:
     except BaseException:
         await session.close()
         raise
+    # app[PROVIDERS] is the startup config's providers; requests use app[RUNTIME].current,
+    # which a reload replaces (proxy/routing/runtime.py).
     app[PROVIDERS] = providers
     bind_caches(providers.values(), app.get(STATE))  # conversation caches go shared (Redis)
+    app[RUNTIME] = new_ref(settings, providers, session)
     yield
-    for provider in providers.values():
-        try:
-            await provider.close()
-        except Exception:
-            log.exception("closing provider %s failed", provider.name)
+    await close_runtime(app[RUNTIME])
     await session.close()
 
 
@@ -110,6 +110,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(state_context(settings.state))  # app[STATE], see proxy/state/
     app.cleanup_ctx.append(_usage_ctx)
     app.cleanup_ctx.append(_providers_ctx)
+    app.cleanup_ctx.append(watch_ctx)  # server.watch_config (proxy/routing/runtime.py)
     setup_routes(app)
     wire.install(
         app,

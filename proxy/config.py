@@ -48,6 +48,7 @@ class Persona(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     fallbacks: list[str] = Field(default_factory=list)
     limits: Limits | None = None  # rpm, tpm, budget for every client of this persona
+    retries: int = Field(1, ge=0, le=10)  # extra tries on this persona for transient failures
 
 
 class ServerConfig(_Strict):
@@ -61,6 +62,7 @@ class ServerConfig(_Strict):
     client_timeout: float = Field(60.0, gt=0)
     body_timeout: float = Field(60.0, gt=0)
     max_idle_connections_per_client: int = Field(100, ge=0)
+    watch_config: bool = False  # poll the config file's mtime and reload it when it changes
     # SIGTERM: how long in-flight requests and streams may run on before the process exits
     # (keep the Helm chart's terminationGracePeriodSeconds above it).
     shutdown_grace_seconds: float = Field(25.0, ge=0)
@@ -79,6 +81,27 @@ class ServerConfig(_Strict):
         if isinstance(data, dict) and isinstance(data.get("access_log"), bool):
             data = {**data, "access_log": "text" if data["access_log"] else "off"}
         return data
+
+
+class RetryBackoff(_Strict):
+    """Exponential backoff with full jitter between retries on one persona, in seconds."""
+
+    base: float = Field(0.25, ge=0)
+    max: float = Field(4.0, ge=0)
+
+
+class CircuitConfig(_Strict):
+    """Per provider + model: ``failures`` transient failures within ``window`` seconds open
+    the circuit for ``cooldown`` seconds."""
+
+    failures: int = Field(5, gt=0)
+    window: float = Field(30.0, gt=0)
+    cooldown: float = Field(15.0, gt=0)
+
+
+class RoutingConfig(_Strict):
+    retry_backoff: RetryBackoff = Field(default_factory=RetryBackoff)
+    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
 
 
 class UsageConfig(_Strict):
@@ -122,6 +145,7 @@ class Settings(_Strict):
     usage: UsageConfig = Field(default_factory=UsageConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
     # Each entry is validated by its own type's model, which the registry names.
     providers: dict[str, SerializeAsAny[ProviderConfigBase]] = Field(default_factory=dict)
     keys: dict[str, KeyConfig] = Field(default_factory=dict)  # named client keys
@@ -227,6 +251,7 @@ def _cross_check(settings: Settings) -> None:
                 raise ConfigError(f"personas.{name}.fallbacks[{i}]: no persona named {fb!r}")
     for problem in key_problems(settings.keys, set(settings.personas), settings.server.api_keys):
         raise ConfigError(problem)
+    _check_fallback_cycles(settings)
     if settings.default_persona and settings.default_persona not in settings.personas:
         raise ConfigError(
             f"default_persona: no persona named {settings.default_persona!r} "
@@ -248,6 +273,24 @@ def _check_provider_types(data: dict[str, Any], source: str) -> None:
                 f"{source}: providers.{name}.type: unknown provider type {kind!r} "
                 f"(known: {', '.join(known)})"
             )
+
+
+def _check_fallback_cycles(settings: Settings) -> None:
+    """A fallback chain may not loop: ``a -> b -> a`` is an error naming the cycle."""
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            cycle = " -> ".join([*path[path.index(name) :], name])
+            raise ConfigError(f"personas.{path[0]}.fallbacks: fallback cycle {cycle}")
+        if name in done:
+            return
+        for fb in settings.personas[name].fallbacks:
+            visit(fb, [*path, name])
+        done.add(name)
+
+    for name in settings.personas:
+        visit(name, [])
 
 
 def settings_from_dict(data: Any, *, env: Mapping[str, str], source: str) -> Settings:

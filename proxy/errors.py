@@ -34,6 +34,9 @@ class ProxyError(Exception):
     status: int = 500
     type: str = "server_error"
     code: str | None = None
+    # The upstream's HTTP status when this error is the upstream's verdict (set by
+    # upstream_status_error); the router tells an upstream 400 (fall back) from our own (never).
+    upstream_status: int | None = None
 
     def __init__(
         self,
@@ -143,6 +146,18 @@ def upstream_status_error(
         retry_after: The upstream's ``Retry-After`` in seconds, if it gave one.
         upstream_type: The upstream's error type, kept in the message for diagnosis.
     """
+    err = _upstream_status_error(provider, status, message, retry_after, upstream_type)
+    err.upstream_status = status
+    return err
+
+
+def _upstream_status_error(
+    provider: str,
+    status: int,
+    message: str,
+    retry_after: str | None,
+    upstream_type: str | None,
+) -> ProxyError:
     detail = f"{message}" if message else "(no message)"
     where = f"upstream provider {provider!r} answered HTTP {status}"
     if upstream_type:

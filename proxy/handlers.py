@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy.appkeys import CLIENT_NAME, PROVIDERS, SETTINGS, USAGE_WRITER
+from proxy.appkeys import CLIENT_NAME, SETTINGS, USAGE_WRITER
 from proxy.config import Persona, Settings
 from proxy.errors import (
     InvalidRequest,
@@ -25,21 +25,16 @@ from proxy.errors import (
     json_error,
 )
 from proxy.governance.gate import admit, estimate_chat_tokens, release
-from proxy.guards import checked_model
 from proxy.lifecycle import is_draining
-from proxy.observe import (
-    attempt_end,
-    attempt_start,
-    capture_content,
-    request_finished,
-    request_started,
-)
-from proxy.providers.base import Call, Completion
+from proxy.observe import capture_content, request_finished, request_started
+from proxy.providers.base import Completion
+from proxy.router import RouteContext, apply_persona  # noqa: F401 (apply_persona: re-export)
+from proxy.routing.capabilities import capabilities_of
+from proxy.routing.runtime import RUNTIME
 from proxy.streaming import stream_chat
 from proxy.usage.store import UsageRecord
 from proxy.validation import validate_chat_request
 from proxy.wire import read_body
-from translators.base import ResponseMeta
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +71,6 @@ def resolve_persona(
     )
 
 
-def apply_persona(body: dict[str, Any], persona: Persona) -> dict[str, Any]:
-    """Persona params are defaults under the request's own values. The persona's system text
-    is not put in the messages: providers pass it to their translator (``Call.system``), so
-    ``messages[N]`` in an error is the client's own message N."""
-    merged = dict(body)
-    for key, value in persona.params.items():
-        if merged.get(key) is None:
-            merged[key] = value
-    return merged
-
-
 _second: list[Any] = [None, ""]  # the last whole second seen, and its ISO text
 
 
@@ -114,7 +98,8 @@ async def _read_json(request: web.Request, limit: int) -> Any:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     app = request.app
-    settings = app[SETTINGS]
+    runtime = app[RUNTIME].current  # this request's config, to its end, whatever reloads
+    settings = runtime.settings
     # Unique, not secret: the random module's generator (reseeded in every forked worker) costs
     # no system call, unlike secrets.token_hex.
     completion_id = f"chatcmpl-{getrandbits(96):024x}"
@@ -136,29 +121,25 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         name, persona = resolve_persona(
             settings, request.headers.get(settings.server.persona_header), body.get("model")
         )
-        provider = app[PROVIDERS][persona.provider]
-        rec.persona, rec.provider, rec.provider_type = name, provider.name, provider.type
-        rec.model = persona.model
-        headers.update({"x-persona": name, "x-provider": provider.name})
+        rec.persona = name
+        headers["x-persona"] = name
         await admit(request, name, lambda: estimate_chat_tokens(body), rec)  # 403/429 (governance)
-        body = apply_persona(body, persona)
         opts = body.get("stream_options") or {}
-        call = Call(
-            body=body,
-            persona=persona,
-            meta=ResponseMeta(completion_id, int(time.time()), persona.model),
+        ctx = RouteContext(
+            persona=name,
+            rec=rec,
+            headers=headers,
+            completion_id=completion_id,
             include_usage=rec.stream and bool(opts.get("include_usage")),
         )
         capture_content(messages=body["messages"])
+        # The router owns the attempts (retries, fallbacks, breakers): proxy/router.py.
         if rec.stream:
-            return await stream_chat(request, provider, call, rec, headers, started)
-        attempt_start()
-        try:
-            result: Completion = await provider.complete(call)
-        finally:
-            attempt_end()
+            async with runtime.router.stream(ctx, body) as peeked:
+                return await stream_chat(request, peeked, rec, headers, started)
+        result: Completion = await runtime.router.complete(ctx, body)
         capture_content(output=result.body.get("choices"))
-        rec.model = checked_model(result.model, provider.name)
+        rec.model = result.model  # checked fit for a header by the router
         rec.finish_reason = result.finish_reason
         rec.add_usage(result.usage)
         headers["x-upstream-model"] = rec.model
@@ -206,11 +187,12 @@ def _model_object(name: str, persona: Persona, settings: Settings) -> dict[str, 
         "owned_by": provider.type,
         "description": persona.description,
         "upstream_model": persona.model,
+        "capabilities": capabilities_of(provider.type),
     }
 
 
 async def list_models(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
+    settings = request.app[RUNTIME].current.settings
     data = [_model_object(n, p, settings) for n, p in settings.personas.items()]
     return web.json_response(
         {"object": "list", "data": data}, dumps=lambda o: orjson.dumps(o).decode()
@@ -218,7 +200,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def get_model(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
+    settings = request.app[RUNTIME].current.settings
     name = request.match_info["id"]
     persona = settings.personas.get(name)
     if persona is None:
@@ -247,6 +229,14 @@ async def ready(request: web.Request) -> web.Response:
         "usage_store": writer is not None and await writer.writable(),
     }
     ok = all(checks.values())
+    ref = app.get(RUNTIME)
     return web.json_response(
-        {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+        {
+            "status": "ok" if ok else "unavailable",
+            "checks": checks,
+            # A refused reload keeps the old config serving: reported here, still 200.
+            "config_loaded_at": ref.current.loaded_at if ref else None,
+            "reload_error": ref.reload_error if ref else None,
+        },
+        status=200 if ok else 503,
     )

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from proxy import handlers
 from proxy.doors import setup_door_routes
+from proxy.routing.routes import setup_routing_routes
 
 
 def setup_routes(app: web.Application) -> None:
@@ -20,3 +21,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/health/ready", handlers.ready)
     setup_door_routes(app)
+    setup_routing_routes(app)

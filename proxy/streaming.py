@@ -1,7 +1,8 @@
 """The stream driver: peek, commit the status line, pump chunks, end cleanly.
 
-The first chunk is read *before* the response is prepared, inside the error mapping, so any
-failure up to the first upstream event is an ordinary HTTP error with its status. After that the
+The first chunk is read *before* the response is prepared, by the router (proxy/router.py,
+with :func:`next_chunk`), so a failure up to the first upstream event is retried or falls back,
+and finally becomes an ordinary HTTP error with its status. After that the
 status is 200 and a failure, whatever raised it, becomes one ``data: {"error": ...}`` event and
 a clean end of the chunked body, with no ``[DONE]`` (``[DONE]`` means success). The handler
 never answers twice: nothing raised after ``prepare()`` leaves this function, except
@@ -13,17 +14,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from proxy.errors import ProxyError, UpstreamError
-from proxy.guards import bad_response, checked_model, is_valid_model
-from proxy.observe import attempt_end, attempt_start, stream_resume
-from proxy.providers.base import Call, Provider
+from proxy.errors import ProxyError
+from proxy.guards import bad_response, is_valid_model
+from proxy.observe import attempt_end, stream_resume
+from proxy.providers.base import Call
 from proxy.sse import DONE, SSE_HEADERS, encode
 from proxy.usage.store import UsageRecord
 from translators.base import ChunkFactory
+
+if TYPE_CHECKING:
+    from proxy.router import PeekedStream
 
 log = logging.getLogger(__name__)
 
@@ -42,56 +46,43 @@ async def next_chunk(chunks: AsyncIterator[dict[str, Any]], provider: str) -> di
 
 async def stream_chat(
     request: web.Request,
-    provider: Provider,
-    call: Call,
+    peeked: PeekedStream,
     rec: UsageRecord,
     headers: dict[str, str],
     started: float,
 ) -> web.StreamResponse:
-    """Serve ``call`` as SSE; fills ``rec`` as it goes (the caller records it)."""
-    attempt_start()
-    async with provider.stream(call) as stream:
-        chunks = aiter(stream)
-        try:
-            first = await next_chunk(chunks, provider.name)
-        except StopAsyncIteration:
-            raise UpstreamError(
-                f"upstream provider {provider.name!r} ended the stream without sending anything",
-                code="upstream_bad_response",
-            ) from None
-        finally:
-            attempt_end()
-        rec.model = checked_model(stream.model, provider.name)
-        resp = web.StreamResponse(headers={**SSE_HEADERS, **headers, "x-upstream-model": rec.model})
-        await resp.prepare(request)
-        rec.ttft_ms = (time.perf_counter() - started) * 1000
-        failure: ProxyError | None = None
-        try:
-            await _pump(resp, first, chunks, call, stream, provider.name)
-        except ProxyError as exc:
-            failure = exc
-        except ConnectionError:
-            return _client_gone(rec, resp)
-        except Exception:  # a bug of ours: still one in-band error and a clean end
-            log.exception("%s: internal error while streaming", rec.id)
-            failure = ProxyError(
-                f"The proxy hit an internal error (request {rec.id}); see its log."
-            )
-        finally:
-            attempt_end()  # a no-op unless the stream failed mid-way
-            if is_valid_model(stream.model):
-                rec.model = stream.model
-            rec.finish_reason = stream.finish_reason
-            rec.add_usage(stream.usage)
-        try:
-            if failure is not None:
-                # The status line is gone: tell the client in-band, and do not claim success.
-                rec.fail(failure)
-                await resp.write(b"data: " + failure.body() + b"\n\n")
-            await resp.write_eof()
-        except ConnectionError:
-            return _client_gone(rec, resp)
-        return resp
+    """Serve a peeked stream (the router holds its first chunk and releases the upstream) as
+    SSE; fills ``rec`` as it goes (the caller records it). Nothing is retried from here on."""
+    stream, chunks, call, provider = peeked.stream, peeked.chunks, peeked.call, peeked.provider
+    rec.model = peeked.model
+    resp = web.StreamResponse(headers={**SSE_HEADERS, **headers, "x-upstream-model": rec.model})
+    await resp.prepare(request)
+    rec.ttft_ms = (time.perf_counter() - started) * 1000
+    failure: ProxyError | None = None
+    try:
+        await _pump(resp, peeked.first, chunks, call, stream, provider.name)
+    except ProxyError as exc:
+        failure = exc
+    except ConnectionError:
+        return _client_gone(rec, resp)
+    except Exception:  # a bug of ours: still one in-band error and a clean end
+        log.exception("%s: internal error while streaming", rec.id)
+        failure = ProxyError(f"The proxy hit an internal error (request {rec.id}); see its log.")
+    finally:
+        attempt_end()  # a no-op unless the stream failed mid-way
+        if is_valid_model(stream.model):
+            rec.model = stream.model
+        rec.finish_reason = stream.finish_reason
+        rec.add_usage(stream.usage)
+    try:
+        if failure is not None:
+            # The status line is gone: tell the client in-band, and do not claim success.
+            rec.fail(failure)
+            await resp.write(b"data: " + failure.body() + b"\n\n")
+        await resp.write_eof()
+    except ConnectionError:
+        return _client_gone(rec, resp)
+    return resp
 
 
 async def _pump(

@@ -112,6 +112,12 @@ def start_proxy(bg_loop: BackgroundLoop, tmp_path: Path) -> Iterator[Callable[..
 
     def start(config: dict[str, Any], env: dict[str, str] | None = None) -> ProxyHandle:
         config = dict(config)
+        # Provider tests script one reply per upstream call: their personas get no retries
+        # unless they ask. The router's retries are tested with explicit values (tests/routing).
+        config["personas"] = {
+            name: {"retries": 0, **p} if isinstance(p, dict) else p
+            for name, p in (config.get("personas") or {}).items()
+        }
         db_path = tmp_path / f"usage-{len(runners)}.db"
         config.setdefault("usage", {"database": str(db_path)})
         db_path = Path(config["usage"]["database"])
