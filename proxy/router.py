@@ -401,12 +401,13 @@ class Router:
                 ms = (time.perf_counter() - started) * 1000
                 self._settle(ticket, "ok")
                 self.stats.record(cand.key, True, ms)
+                # The row names the upstream model that answered, like requests.model.
                 rows.append(
                     AttemptRecord(
                         len(rows) + 1,
                         cand.name,
                         provider.name,
-                        persona.model,
+                        getattr(result, "model", None) or persona.model,
                         "ok",
                         200,
                         None,
