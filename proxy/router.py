@@ -37,6 +37,7 @@ from proxy.errors import (
 )
 from proxy.guards import checked_model
 from proxy.observe import attempt_end, attempt_start
+from proxy.redact import redact
 from proxy.providers.base import Call, ChunkStream, Completion, Provider
 from proxy.routing.backoff import backoff_delay, parse_retry_after
 from proxy.routing.capabilities import lacking, needed
@@ -309,7 +310,6 @@ class Router:
             capable = True
             call = Call(
                 body=apply_persona(body, persona),
-                persona_name=cand.name,
                 persona=persona,
                 meta=ResponseMeta(ctx.completion_id, ctx.created, persona.model),
                 include_usage=ctx.include_usage,
@@ -367,7 +367,7 @@ class Router:
                     if not upstream:
                         self._finish(ctx, attempts)
                         raise
-                    self.stats.record(cand.key, False, ms, exc.message)
+                    self.stats.record(cand.key, False, ms, redact(exc.message))
                     last = exc
                     failures.append(f"{cand.name} ({provider.name} {describe(exc)})")
                     if not transient or retry == persona.retries:

@@ -32,6 +32,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from proxy import redact
 from proxy.config import ConfigError, Settings, load_settings
 from proxy.providers import build_provider
 from proxy.providers.base import Provider
@@ -137,6 +138,7 @@ async def _reload(app: web.Application, ref: RuntimeRef, why: str) -> bool:
         ref.reload_error = f"{ref.path}: {exc}"
         log.exception("config reload refused, keeping the old config")
         return False
+    redact.install(settings)  # new secrets stay out of errors and logs from now on
     ref.breakers.configure(settings.routing.circuit)
     ref.current = runtime  # the swap: one assignment, nothing awaits in between
     ref.reload_error = None
