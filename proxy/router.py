@@ -37,8 +37,8 @@ from proxy.errors import (
 )
 from proxy.guards import checked_model
 from proxy.observe import attempt_end, attempt_start
-from proxy.redact import redact
 from proxy.providers.base import Call, ChunkStream, Completion, Provider
+from proxy.redact import redact
 from proxy.routing.backoff import backoff_delay, parse_retry_after
 from proxy.routing.capabilities import lacking, needed
 from proxy.routing.circuit import Breakers, Key, Ticket

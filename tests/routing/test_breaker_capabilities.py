@@ -144,7 +144,11 @@ def test_capability_skip_and_unsupported_capability(start_proxy, three):
         json={
             **completion_reply("a").json,
             "choices": [
-                {"index": i, "message": {"role": "assistant", "content": f"c{i}"}, "finish_reason": "stop"}
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": f"c{i}"},
+                    "finish_reason": "stop",
+                }
                 for i in range(2)
             ],
         }
