@@ -19,6 +19,7 @@ from proxy.config import Settings
 from proxy.governance.keys import WORKERS, config_has_limits, limits_need_redis
 from proxy.lifecycle import serve_until_signal
 from proxy.preflight import preflight
+from proxy.routing.runtime import install_sighup
 
 log = logging.getLogger("proxy")
 
@@ -66,9 +67,13 @@ async def _stop_settling(app: web.Application) -> None:
 def _run_worker(
     settings: Settings, host: str, port: int, reuse_port: bool, workers: int = 1
 ) -> None:
+    # SIGHUP reloads the config (proxy/routing/runtime.py); until the loop's handler is in
+    # place, one arriving must not end the process (its default action).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _event_loop_policy()
     app = create_app(settings)
     app[WORKERS] = workers  # governance refuses run-time limits it could not keep exact
+    app.on_startup.append(install_sighup)
     app.on_startup.append(_start_settling)
     app.on_cleanup.append(_stop_settling)
     # Graceful: SIGTERM turns /health/ready to 503, stops accepting, lets in-flight requests
@@ -145,8 +150,14 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
             if proc.is_alive() and proc.pid:
                 os.kill(proc.pid, signal.SIGINT)
 
+    def reload(signum: int, _frame: object) -> None:
+        for proc in procs:  # every worker reloads its own config
+            if proc.is_alive() and proc.pid:
+                os.kill(proc.pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     for proc in procs:
         proc.join()
     shutil.rmtree(metrics_dir, ignore_errors=True)

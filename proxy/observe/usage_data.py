@@ -20,7 +20,7 @@ from proxy.usage.report import parse_since
 COLUMNS = (
     "id, created_at, persona, provider, model, stream, status, http_status, error_type, "
     "error_code, finish_reason, prompt_tokens, completion_tokens, total_tokens, cached_tokens, "
-    "reasoning_tokens, cost_usd, latency_ms, ttft_ms, attempts, client"
+    "reasoning_tokens, cost_usd, latency_ms, ttft_ms, attempts, client, served_persona"
 )
 
 GROUPS = {
@@ -106,6 +106,7 @@ def summarize(rows: Iterable[dict[str, Any]], by: str) -> list[dict[str, Any]]:
                 "requests": 0,
                 "errors": 0,
                 "cancelled": 0,
+                "fallbacks": 0,  # answered by a fallback persona (served_persona != persona)
                 "prompt_tokens": 0,
                 "completion_tokens": 0,
                 "cached_tokens": 0,
@@ -118,6 +119,8 @@ def summarize(rows: Iterable[dict[str, Any]], by: str) -> list[dict[str, Any]]:
         g["requests"] += 1
         g["errors"] += r["status"] == "error"
         g["cancelled"] += r["status"] == "cancelled"
+        served = r.get("served_persona")
+        g["fallbacks"] += served is not None and served != r["persona"]
         g["prompt_tokens"] += r["prompt_tokens"] or 0
         g["completion_tokens"] += r["completion_tokens"] or 0
         g["cached_tokens"] += r["cached_tokens"] or 0

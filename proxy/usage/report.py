@@ -70,6 +70,7 @@ def aggregate(
 COLUMNS = [
     ("REQUESTS", "requests"),
     ("ERRORS", "errors"),
+    ("FALLBACKS", "fallbacks"),
     ("PROMPT", "prompt_tokens"),
     ("COMPLETION", "completion_tokens"),
     ("CACHED", "cached_tokens"),
@@ -100,6 +101,7 @@ def _total(groups: list[dict[str, Any]]) -> dict[str, Any]:
         for k in (
             "requests",
             "errors",
+            "fallbacks",
             "prompt_tokens",
             "completion_tokens",
             "cached_tokens",

@@ -336,3 +336,23 @@ def test_concurrent_requests_fall_back_independently(start_proxy, three):
     for t in threads:
         t.join()
     assert results == ["coder-gpt"] * 8
+
+
+def test_usage_by_persona_counts_fallbacks_served(start_proxy, three, capsys):
+    from proxy.cli import main
+
+    ant, oa, gem = three
+    proxy = start_proxy(chain_config(ant.url, oa.url, gem.url, retries=0))
+    ant.reply(anthropic_reply("plain_text", False), anthropic_error(503, "api_error", "down"))
+    oa.default = completion_reply("gpt")
+    for _ in range(2):
+        client(proxy).chat.completions.create(model="coder", messages=MSG)
+    proxy.rows()  # flushed
+    capsys.readouterr()
+    args = ["usage", "--database", str(proxy.db_path), "--by", "persona", "--since", "1h"]
+    assert main([*args, "--json"]) == 0
+    groups = {g["persona"]: g for g in orjson.loads(capsys.readouterr().out)}
+    assert groups["coder"]["requests"] == 2 and groups["coder"]["fallbacks"] == 1
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert "FALLBACKS" in table.splitlines()[0]
