@@ -93,7 +93,9 @@ async def _providers_ctx(app: web.Application) -> AsyncIterator[None]:
     # which a reload replaces (proxy/routing/runtime.py).
     app[PROVIDERS] = providers
     bind_caches(providers.values(), app.get(STATE))  # conversation caches go shared (Redis)
-    app[RUNTIME] = new_ref(settings, providers, session)
+    # Circuit states are shared through Redis when there is one (proxy/routing/shared_circuit.py).
+    shared = app[STATE] if settings.state.redis_url else None
+    app[RUNTIME] = new_ref(settings, providers, session, shared)
     yield
     await close_runtime(app[RUNTIME])
     await session.close()

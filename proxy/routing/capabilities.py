@@ -1,7 +1,7 @@
 """What each provider type can do, and what a request needs.
 
-The table is per provider *type*, declared in the provider registry (docs/design.md,
-"Capabilities"). A request that needs a capability its persona lacks skips to a fallback that has
+The table is per provider *type*, declared in the provider registry (docs/design.md
+"Routing"). A request that needs a capability its persona lacks skips to a fallback that has
 it (``capability_missing``), else gets 400 ``unsupported_capability`` naming the param.
 """
 

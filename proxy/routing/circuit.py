@@ -1,4 +1,4 @@
-"""Circuit breakers, one per configured provider name + model (docs/design.md "Circuit breaker").
+"""Circuit breakers, one per configured provider name + model (docs/design.md "Routing").
 
 ``failures`` transient failures within ``window`` seconds open a circuit for ``cooldown``
 seconds; while open, attempts skip it at once. After the cooldown the next attempt is the one

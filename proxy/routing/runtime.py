@@ -39,6 +39,7 @@ from proxy.providers.base import Provider
 from proxy.router import Router
 from proxy.routing.circuit import Breakers
 from proxy.routing.health import UpstreamStats
+from proxy.state.base import SharedState
 
 log = logging.getLogger("proxy.reload")
 
@@ -94,12 +95,30 @@ def build_runtime(
 
 
 def new_ref(
-    settings: Settings, providers: dict[str, Provider], session: aiohttp.ClientSession
+    settings: Settings,
+    providers: dict[str, Provider],
+    session: aiohttp.ClientSession,
+    state: SharedState | None = None,
 ) -> RuntimeRef:
-    breakers = Breakers(settings.routing.circuit)
+    """The app's runtime handle. With ``state`` (``state.redis_url`` set), circuit states are
+    shared with every worker and replica (proxy/routing/shared_circuit.py)."""
+    ref: RuntimeRef
+    breakers: Breakers
+    if state is not None:
+        from proxy.routing.shared_circuit import SharedBreakers  # noqa: PLC0415
+
+        def keys() -> list[tuple[str, str]]:
+            return [(p.provider, p.model) for p in ref.current.settings.personas.values()]
+
+        shared = SharedBreakers(settings.routing.circuit, state, keys)
+        shared.start()
+        breakers = shared
+    else:
+        breakers = Breakers(settings.routing.circuit)
     stats = UpstreamStats()
     runtime = build_runtime(settings, providers, breakers, stats)
-    return RuntimeRef(runtime, breakers, stats, session, config_path(settings))
+    ref = RuntimeRef(runtime, breakers, stats, session, config_path(settings))
+    return ref
 
 
 _RESTART_ONLY = (
@@ -197,6 +216,9 @@ async def close_runtime(ref: RuntimeRef) -> None:
     for task in list(ref._tasks):
         task.cancel()
     await asyncio.gather(*ref._tasks, return_exceptions=True)
+    close = getattr(ref.breakers, "close", None)
+    if close is not None:
+        await close()
     for provider in [*ref.current.providers.values(), *ref.retired]:
         try:
             await provider.close()
