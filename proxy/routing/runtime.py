@@ -34,11 +34,13 @@ from aiohttp import web
 
 from proxy import redact
 from proxy.config import ConfigError, Settings, load_settings
+from proxy.convcache import bind_caches
 from proxy.providers import build_provider
 from proxy.providers.base import Provider
 from proxy.router import Router
 from proxy.routing.circuit import Breakers
 from proxy.routing.health import UpstreamStats
+from proxy.state import STATE
 from proxy.state.base import SharedState
 
 log = logging.getLogger("proxy.reload")
@@ -152,6 +154,9 @@ async def _reload(app: web.Application, ref: RuntimeRef, why: str) -> bool:
             log.warning("config reload: %s changed; it takes effect after a restart", key)
     try:
         providers, replaced = _carry_over(old, settings, ref.session)
+        kept = {id(p) for p in old.providers.values()}
+        # New provider objects share the conversation caches like the first ones (Redis).
+        bind_caches([p for p in providers.values() if id(p) not in kept], app.get(STATE))
         runtime = build_runtime(settings, providers, ref.breakers, ref.stats)
     except Exception as exc:  # a provider that cannot be built is a refused reload too
         ref.reload_error = f"{ref.path}: {exc}"
