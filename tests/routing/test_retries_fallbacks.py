@@ -91,7 +91,7 @@ def test_backoff_grows_exponentially_within_bounds(start_proxy, upstreams):
     assert raw.headers["x-attempts"] == "4"
     gaps = up.gaps()
     # Waits are uniform in [0, min(0.3, 0.2 * 2**k)]: never above the cap (plus slack).
-    assert all(0 <= g < 0.3 + 0.15 for g in gaps), gaps
+    assert all(0 <= g < 0.3 + 0.4 for g in gaps), gaps  # slack: a loaded CI machine
 
 
 def test_long_retry_after_goes_straight_to_the_next_fallback(start_proxy, three):

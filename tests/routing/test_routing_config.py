@@ -57,3 +57,19 @@ def test_chains_are_depth_first_and_each_persona_once():
 def test_bad_retries(bad):
     with pytest.raises(ConfigError, match="personas.a.retries"):
         settings_from_dict(cfg({"a": {"provider": "e", "model": "m", **bad}}), env={}, source="t")
+
+
+def test_backoff_is_full_jitter_under_the_capped_exponential():
+    import random
+
+    from proxy.routing.backoff import backoff_delay, parse_retry_after
+
+    rand = random.Random(7)
+    for retry, ceiling in ((0, 0.25), (1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (9, 4.0)):
+        draws = [backoff_delay(retry, base=0.25, cap=4, rand=rand) for _ in range(2000)]
+        assert all(0 <= d <= ceiling for d in draws)
+        assert max(draws) > 0.95 * ceiling and min(draws) < 0.05 * ceiling  # spread, not fixed
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("0.5") == 0.5
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+    assert 0 <= parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0  # a date in the past
