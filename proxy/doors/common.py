@@ -1,8 +1,9 @@
 """What every front door shares: the usage record, persona resolution, the one internal call.
 
-The internal call (:func:`complete` and :func:`open_stream`) is the single place where a door
-reaches a provider; when the router lands it is the one line that changes, so retries,
-fallbacks and attempt rows apply to every door alike.
+The internal call (:func:`complete` and :func:`open_stream`) is the single place where a
+translated door reaches a provider: through the router (proxy/router.py), so retries,
+fallbacks, circuit breakers and attempt rows apply to every door alike. Native pass-through
+(proxy/doors/anthropic_native.py, openai_native.py, embeddings) calls its provider directly.
 """
 
 from __future__ import annotations
@@ -14,19 +15,20 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.appkeys import CLIENT_NAME, PROVIDERS, SETTINGS
+from proxy.appkeys import CLIENT_NAME, SETTINGS
 from proxy.config import Persona
-from proxy.errors import UpstreamError
 from proxy.governance.gate import admit, release
 from proxy.handlers import _now_iso, _read_json, resolve_persona
 from proxy.observe import (
     attempt_end,
-    attempt_start,
     request_finished,
     request_started,
     stream_resume,
 )
 from proxy.providers.base import Call, ChunkStream, Completion, Provider
+from proxy.router import RouteContext
+from proxy.routing.runtime import RUNTIME, Runtime
+from proxy.streaming import next_chunk
 from proxy.usage.store import UsageRecord
 from translators.base import ResponseMeta
 
@@ -53,7 +55,17 @@ class Door:
         started: ``perf_counter()`` at arrival.
     """
 
-    __slots__ = ("app", "request", "rec", "headers", "started", "name", "persona", "provider")
+    __slots__ = (
+        "app",
+        "request",
+        "rec",
+        "headers",
+        "started",
+        "name",
+        "persona",
+        "provider",
+        "runtime",
+    )
 
     def __init__(self, request: web.Request, *, request_id: str, api: str) -> None:
         self.app = request.app
@@ -75,16 +87,17 @@ class Door:
         self.name = ""
         self.persona: Persona | None = None
         self.provider: Provider | None = None
+        self.runtime: Runtime = request.app[RUNTIME].current
 
     def resolve(self, request: web.Request, model: Any) -> tuple[str, Persona, Provider]:
         """Persona by header, else ``model``, else the default (as chat); fills the row."""
-        settings = self.app[SETTINGS]
+        settings = self.runtime.settings  # this request's config, to its end, whatever reloads
         name, persona = resolve_persona(
             settings,
             request.headers.get(settings.server.persona_header),
             model if isinstance(model, str) else None,
         )
-        provider = self.app[PROVIDERS][persona.provider]
+        provider = self.runtime.providers[persona.provider]
         self.name, self.persona, self.provider = name, persona, provider
         self.rec.persona, self.rec.provider = name, provider.name
         self.rec.provider_type, self.rec.model = provider.type, persona.model
@@ -129,14 +142,11 @@ def apply_persona_chat(body: dict[str, Any], persona: Persona) -> dict[str, Any]
 
 async def complete(door: Door, body: dict[str, Any], *, completion_id: str) -> Completion:
     """The one internal non-streamed call for a translated chat ``body`` (persona not yet
-    applied: a router applies each candidate persona's own)."""
-    assert door.provider is not None and door.persona is not None
-    call = door.call(apply_persona_chat(body, door.persona), completion_id=completion_id)
-    attempt_start()
-    try:
-        result = await door.provider.complete(call)
-    finally:
-        attempt_end()
+    applied: the router applies each candidate persona's own, retrying and falling back)."""
+    ctx = RouteContext(
+        persona=door.name, rec=door.rec, headers=door.headers, completion_id=completion_id
+    )
+    result = await door.runtime.router.complete(ctx, body)
     door.upstream_model(result.model)
     door.rec.finish_reason = result.finish_reason
     door.rec.add_usage(result.usage)
@@ -147,31 +157,28 @@ async def complete(door: Door, body: dict[str, Any], *, completion_id: str) -> C
 async def open_stream(
     door: Door, body: dict[str, Any], *, completion_id: str
 ) -> AsyncIterator[tuple[ChunkStream, AsyncIterator[dict[str, Any]], dict[str, Any]]]:
-    """The one internal streamed call, peeked: yields the stream (its running totals), the
-    rest of its chunks and the first chunk, so a failure before the first upstream event is
-    an ordinary HTTP error."""
-    assert door.provider is not None and door.persona is not None
-    call = door.call(apply_persona_chat(body, door.persona), completion_id=completion_id)
+    """The one internal streamed call, peeked by the router (retries and fallbacks end before
+    the first byte): yields the stream (its running totals), the rest of its chunks and the
+    first chunk."""
     door.rec.stream = True
-    attempt_start()
-    async with door.provider.stream(call) as stream:
-        chunks = aiter(stream)
-        try:
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            raise UpstreamError(
-                f"upstream provider {door.provider.name!r} ended the stream without sending "
-                "anything",
-                code="upstream_bad_response",
-            ) from None
-        finally:
-            attempt_end()
-        door.upstream_model(stream.model)
+    ctx = RouteContext(
+        persona=door.name, rec=door.rec, headers=door.headers, completion_id=completion_id
+    )
+    async with door.runtime.router.stream(ctx, body) as peeked:
+        door.upstream_model(peeked.model)
         door.rec.ttft_ms = (time.perf_counter() - door.started) * 1000
-        # The door pumps the rest: counted as upstream time (the first chunk's own handling
-        # is thus left out of the overhead histogram on these doors).
+        # The door pumps the rest: counted as upstream time.
         stream_resume()
+        provider = peeked.provider.name
+
+        async def rest() -> AsyncIterator[dict[str, Any]]:
+            while True:
+                try:
+                    yield await next_chunk(peeked.chunks, provider)
+                except StopAsyncIteration:
+                    return
+
         try:
-            yield stream, chunks, first
+            yield peeked.stream, rest(), peeked.first
         finally:
             attempt_end()

@@ -220,7 +220,14 @@ def matrix(bg_loop: BackgroundLoop, tmp_path_factory: pytest.TempPathFactory) ->
         }
         personas[kind.persona] = {"provider": f"{kind.name}-provider", "model": kind.model}
     db_path = tmp / "usage.db"
-    config = {"providers": providers, "personas": personas, "usage": {"database": str(db_path)}}
+    config = {
+        "providers": providers,
+        "personas": personas,
+        "usage": {"database": str(db_path)},
+        # One proxy serves the whole session: failures scripted by one test must not open a
+        # circuit that a later test then meets (breakers are tested in tests/routing).
+        "routing": {"circuit": {"failures": 1000}, "retry_backoff": {"base": 0.01, "max": 0.05}},
+    }
     settings = settings_from_dict(config, env={}, source="client matrix config")
     app = create_app(settings)
     runner, url = bg_loop.serve(app)

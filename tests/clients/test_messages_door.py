@@ -145,7 +145,11 @@ def test_overloaded_upstream_is_529(matrix: Matrix, kind: str, stream: bool) -> 
         if kind == "openai"
         else anthropic_error(529, "overloaded_error", "Overloaded")
     )
-    with env.scripted(lambda wire: reply), pytest.raises(anthropic.APIStatusError) as err:
+    # Twice: the router retries a transient failure once (routing: retries default 1).
+    with (
+        env.scripted(lambda wire: reply, lambda wire: reply),
+        pytest.raises(anthropic.APIStatusError) as err,
+    ):
         if stream:
             with client(env).messages.stream(
                 model=env.persona, max_tokens=10, messages=user()
@@ -159,7 +163,7 @@ def test_overloaded_upstream_is_529(matrix: Matrix, kind: str, stream: bool) -> 
 
 def test_upstream_rate_limit_is_rate_limit_error(matrix: Matrix) -> None:
     env = matrix.envs["gemini"]
-    with env.scripted(lambda wire: wire.rate_limited(7)):
+    with env.scripted(lambda wire: wire.rate_limited(7), lambda wire: wire.rate_limited(7)):
         with pytest.raises(anthropic.RateLimitError) as err:
             client(env).messages.create(model=env.persona, max_tokens=10, messages=user())
     assert err.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]

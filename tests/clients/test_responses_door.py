@@ -137,7 +137,8 @@ def test_hosted_tools_are_refused(matrix: Matrix) -> None:
 def test_upstream_failure_before_and_after_the_first_byte(matrix: Matrix) -> None:
     env = matrix.envs["openai"]
     c = client(env)
-    with env.scripted(lambda wire: error_reply(503, "overloaded", type="server_error")):
+    overloaded = error_reply(503, "overloaded", type="server_error")
+    with env.scripted(lambda wire: overloaded, lambda wire: overloaded):  # retried once
         with pytest.raises(openai.APIStatusError) as err:
             c.responses.create(model=env.persona, input="hi")
     assert err.value.status_code == 503
