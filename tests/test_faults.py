@@ -113,7 +113,9 @@ def test_client_disconnects_are_quiet_and_cancelled(
 
     proxy = start_proxy(faulty.proxy_config("openai", faulty_upstream.url))
     pieces = [f" w{i}" for i in range(3000)]
-    faulty_upstream.default = Reply(events=stream_events(pieces))
+    # Paced, so the stream cannot be written whole into the socket buffers before the client
+    # leaves (a fast proxy did that, and its row was rightly `ok`).
+    faulty_upstream.default = Reply(events=stream_events(pieces), event_delay=0.001)
     body = orjson.dumps(
         {"model": "p", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     )
