@@ -268,11 +268,21 @@ def request_finished(app: web.Application, rec: UsageRecord) -> None:
 # --- wiring --------------------------------------------------------------------------------
 
 
+def _circuit_states(app: web.Application) -> list[tuple[str, str, bool]]:
+    """The current config's breaker states, looked up at scrape time (a reload swaps them)."""
+    from proxy.routing.runtime import RUNTIME  # noqa: PLC0415 (routing imports observe)
+
+    ref = app.get(RUNTIME)
+    return ref.current.router.breakers.snapshot() if ref is not None else []
+
+
 async def _observer_ctx(app: web.Application) -> AsyncIterator[None]:
     observer = Observer(app)
     if not observer.enabled:
         yield
         return
+    if observer.metrics is not None:
+        observer.metrics.circuit_source = lambda: _circuit_states(app)
     await observer.start()
     app[OBSERVER] = observer
     try:

@@ -85,6 +85,12 @@ class Breakers:
             return "half_open"
         return circuit.state
 
+    def snapshot(self) -> list[tuple[str, str, bool]]:
+        """``(provider, model, open)`` for every circuit seen, half-open counted as open. The
+        metrics thread reads it at scrape time (``persona_proxy_circuit_open``); copying the
+        keys first makes that safe against the loop adding a circuit meanwhile."""
+        return [(p, m, self.state((p, m)) != "closed") for p, m in list(self._circuits)]
+
     def settle(self, ticket: Ticket, outcome: Outcome) -> None:
         """Record how the attempt behind ``ticket`` ended."""
         key = ticket.key

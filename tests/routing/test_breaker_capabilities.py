@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.anthropic import anthropic_error, anthropic_reply
 from tests.fakes.openai import completion_reply
@@ -33,6 +34,17 @@ def three(upstreams: Any) -> tuple[Any, Any, Any]:
     return upstreams(), upstreams(), upstreams()
 
 
+def circuit_gauge(proxy) -> dict[tuple[str, str], float]:
+    """``persona_proxy_circuit_open`` as scraped from /metrics."""
+    text = httpx.get(f"{proxy.url}/metrics").text
+    return {
+        (s.labels["provider"], s.labels["model"]): s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "persona_proxy_circuit_open"
+        for s in family.samples
+    }
+
+
 def test_breaker_opens_skips_probes_and_closes(start_proxy, three):
     ant, oa, gem = three
     cfg = chain_config(
@@ -47,6 +59,7 @@ def test_breaker_opens_skips_probes_and_closes(start_proxy, three):
         assert raw.headers["x-served-persona"] == "coder-gpt"
     assert len(ant.requests) == 2
     assert upstream_health(proxy)[("ant", "claude-sonnet-4-5")]["circuit"] == "open"
+    assert circuit_gauge(proxy) == {("ant", "claude-sonnet-4-5"): 1.0}
 
     # Open: skipped at once, no upstream call, recorded as skipped and not counted.
     raw = c.chat.completions.with_raw_response.create(model="coder", messages=MSG)
@@ -78,6 +91,7 @@ def test_breaker_opens_skips_probes_and_closes(start_proxy, three):
     assert len(ant.requests) == 3
     # The probe succeeded: closed again, requests go to Claude.
     assert upstream_health(proxy)[("ant", "claude-sonnet-4-5")]["circuit"] == "closed"
+    assert circuit_gauge(proxy) == {("ant", "claude-sonnet-4-5"): 0.0}
     ant.reply(anthropic_reply("plain_text", False))
     r = c.chat.completions.with_raw_response.create(model="coder", messages=MSG)
     assert r.headers["x-served-persona"] == "coder"
