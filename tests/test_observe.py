@@ -433,3 +433,32 @@ def test_rate_limited_metric_from_refusals(fake_upstream, start_proxy):
     got = scrape(proxy.url)
     assert got["persona_proxy_rate_limited_total"] == {(("key", "team"), ("limit", "rpm")): 3.0}
     assert_metrics_match(got, rows)
+
+
+def test_traces_one_client_span_per_attempt_through_a_fallback(
+    fake_upstream, start_proxy, otlp, bg_loop
+):
+    """A 503 on the primary, then the echo fallback: one SERVER span, two CLIENT spans under it
+    (the failed one with error.type, the answering one on the fallback's model)."""
+    cfg = config(fake_upstream.url, telemetry={"otlp_endpoint": otlp.url})
+    cfg["personas"]["writer"].update({"retries": 0, "fallbacks": ["parrot"]})
+    proxy = start_proxy(cfg)
+    fake_upstream.reply(error_reply(503, "unavailable"))
+    oa = openai.OpenAI(base_url=proxy.base_url, api_key=CLIENT_KEY, max_retries=0)
+    raw = oa.chat.completions.with_raw_response.create(
+        model="writer", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert raw.headers["x-served-persona"] == "parrot" and raw.headers["x-attempts"] == "2"
+    proxy.rows()
+    bg_loop.run(_shutdown_tracing(proxy.app))
+    servers = [s for s in otlp.spans if s.kind == s.SPAN_KIND_SERVER]
+    clients = [s for s in otlp.spans if s.kind == s.SPAN_KIND_CLIENT]
+    assert len(servers) == 1 and len(clients) == 2
+    assert all(c.parent_span_id == servers[0].span_id for c in clients)
+    failed, served = sorted(clients, key=lambda c: c.start_time_unix_nano)
+    assert failed.name == "chat gpt-4.1-mini" and _attrs(failed)["error.type"]
+    assert served.name == "chat echo-1" and "error.type" not in _attrs(served)
+    assert _attrs(served)["gen_ai.response.id"] == raw.parse().id
+    # The primary upstream saw the failed attempt's own span as its parent.
+    tp = fake_upstream.requests[0].headers.get("traceparent")
+    assert tp == f"00-{failed.trace_id.hex()}-{failed.span_id.hex()}-01"
