@@ -17,13 +17,14 @@ import orjson
 from aiohttp import web
 
 from proxy.doors.common import Door
-from proxy.errors import ProxyError, UpstreamError, upstream_status_error
+from proxy.doors.passthrough import open_sse, post_json, relay
+from proxy.errors import ProxyError, upstream_status_error
 from proxy.providers.base import (
     parse_error_body,
     raise_for_upstream_status,
     translating_errors,
 )
-from proxy.sse import SSE_HEADERS, sse_events
+from proxy.sse import SSE_HEADERS
 from translators.base import Usage
 
 # Persona params (OpenAI names, as in the config) -> the Messages field they default.
@@ -116,42 +117,14 @@ async def forward(request: web.Request, door: Door, body: dict[str, Any]) -> web
     data = orjson.dumps(native_body(body, door, provider))
     headers = _headers(request, provider)
     if not door.rec.stream:
-        with translating_errors(provider.name):
-            async with provider.session.post(
-                provider.url, data=data, headers=headers, timeout=provider.timeout
-            ) as resp:
-                await raise_for_upstream_status(
-                    resp, provider=provider.name, parse=parse_error_body
-                )
-                raw = await resp.read()
-            answer = orjson.loads(raw)
-        if not isinstance(answer, dict):
-            raise UpstreamError(
-                f"upstream provider {provider.name!r} sent a message that is not an object",
-                code="upstream_bad_response",
-            )
+        raw, answer = await post_json(provider, provider.url, data, headers, "message")
         _take_id(door, answer)
         door.rec.finish_reason = answer.get("stop_reason")
         door.rec.add_usage(usage_of(answer.get("usage") or {}))
         return web.Response(body=raw, content_type="application/json", headers=door.headers)
-    with translating_errors(provider.name):
-        upstream = await provider.session.post(
-            provider.url, data=data, headers=headers, timeout=provider.timeout
-        )
+    upstream, first, events = await open_sse(provider, provider.url, data, headers)
     try:
         with translating_errors(provider.name):
-            await raise_for_upstream_status(
-                upstream, provider=provider.name, parse=parse_error_body
-            )
-            events = aiter(sse_events(upstream, first_byte=provider.config.timeout.first_byte))
-            try:
-                first = await anext(events)
-            except StopAsyncIteration:
-                raise UpstreamError(
-                    f"upstream provider {provider.name!r} ended the stream without sending "
-                    "anything",
-                    code="upstream_bad_response",
-                ) from None
             _check_error(provider.name, first.event, first.data)
             raw_usage = _observe(door, first.event, first.data, {})
         door.rec.ttft_ms = (time.perf_counter() - door.started) * 1000
@@ -159,10 +132,10 @@ async def forward(request: web.Request, door: Door, body: dict[str, Any]) -> web
         await out.prepare(request)
         write = out.write
         try:
-            await write(_relay(first.event, first.data))
+            await write(relay(first.event, first.data))
             with translating_errors(provider.name):
                 async for event in events:
-                    await write(_relay(event.event, event.data))
+                    await write(relay(event.event, event.data))
                     raw_usage = _observe(door, event.event, event.data, raw_usage)
                     if event.event == "error":
                         _check_error(provider.name, event.event, event.data)
@@ -180,11 +153,6 @@ async def forward(request: web.Request, door: Door, body: dict[str, Any]) -> web
         return out
     finally:
         upstream.release()
-
-
-def _relay(name: str, data: bytes) -> bytes:
-    head = b"event: " + name.encode() + b"\n" if name and name != "message" else b""
-    return head + b"data: " + data + b"\n\n"
 
 
 def _check_error(provider: str, name: str, data: bytes) -> None:

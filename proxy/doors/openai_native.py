@@ -14,13 +14,10 @@ import orjson
 from aiohttp import web
 
 from proxy.doors.common import Door
-from proxy.errors import ProxyError, UpstreamError
-from proxy.providers.base import (
-    parse_error_body,
-    raise_for_upstream_status,
-    translating_errors,
-)
-from proxy.sse import SSE_HEADERS, sse_events
+from proxy.doors.passthrough import open_sse, post_json, relay
+from proxy.errors import ProxyError
+from proxy.providers.base import translating_errors
+from proxy.sse import SSE_HEADERS
 from translators.base import Usage
 
 _PARAMS = {
@@ -74,49 +71,21 @@ async def forward(request: web.Request, door: Door, body: dict[str, Any]) -> web
     url = provider.config.base_url.rstrip("/") + "/responses"
     data = orjson.dumps(native_body(body, door))
     if not door.rec.stream:
-        with translating_errors(provider.name):
-            async with provider.session.post(
-                url, data=data, headers=provider._headers(), timeout=provider.timeout
-            ) as resp:
-                await raise_for_upstream_status(
-                    resp, provider=provider.name, parse=parse_error_body
-                )
-                raw = await resp.read()
-            answer = orjson.loads(raw)
-        if not isinstance(answer, dict):
-            raise UpstreamError(
-                f"upstream provider {provider.name!r} sent a response that is not an object",
-                code="upstream_bad_response",
-            )
+        raw, answer = await post_json(provider, url, data, provider._headers(), "response")
         _observe(door, answer)
         return web.Response(body=raw, content_type="application/json", headers=door.headers)
-    with translating_errors(provider.name):
-        upstream = await provider.session.post(
-            url, data=data, headers=provider._headers(), timeout=provider.timeout
-        )
+    upstream, first, events = await open_sse(provider, url, data, provider._headers())
     try:
         with translating_errors(provider.name):
-            await raise_for_upstream_status(
-                upstream, provider=provider.name, parse=parse_error_body
-            )
-            events = aiter(sse_events(upstream, first_byte=provider.config.timeout.first_byte))
-            try:
-                first = await anext(events)
-            except StopAsyncIteration:
-                raise UpstreamError(
-                    f"upstream provider {provider.name!r} ended the stream without sending "
-                    "anything",
-                    code="upstream_bad_response",
-                ) from None
             _read(door, first.data)
         door.rec.ttft_ms = (time.perf_counter() - door.started) * 1000
         resp = web.StreamResponse(headers={**SSE_HEADERS, **door.headers})
         await resp.prepare(request)
         try:
-            await resp.write(_relay(first.event, first.data))
+            await resp.write(relay(first.event, first.data))
             with translating_errors(provider.name):
                 async for event in events:
-                    await resp.write(_relay(event.event, event.data))
+                    await resp.write(relay(event.event, event.data))
                     _read(door, event.data)
         except ProxyError as exc:
             door.rec.fail(exc)
@@ -126,11 +95,6 @@ async def forward(request: web.Request, door: Door, body: dict[str, Any]) -> web
         return resp
     finally:
         upstream.release()
-
-
-def _relay(name: str, data: bytes) -> bytes:
-    head = b"event: " + name.encode() + b"\n" if name and name != "message" else b""
-    return head + b"data: " + data + b"\n\n"
 
 
 def _read(door: Door, data: bytes) -> None:

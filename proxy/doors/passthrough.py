@@ -1,0 +1,72 @@
+"""The HTTP plumbing shared by the native pass-through doors (Messages onto ``anthropic``,
+Responses onto ``openai`` with ``responses: native``): post the client's body, map upstream
+failures like every provider does (proxy/providers/base.py), and hand back either the whole JSON
+answer or the opened SSE stream with its first event already read, so a failure before the first
+byte is still an ordinary HTTP error (docs/decisions.md, peek before committing the status).
+What each door reads from the answer for its usage row stays in the door's own module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from proxy.errors import UpstreamError
+from proxy.providers.base import parse_error_body, raise_for_upstream_status, translating_errors
+from proxy.sse import SSEEvent, sse_events
+
+
+async def post_json(
+    provider: Any, url: str, data: bytes, headers: Mapping[str, str], what: str
+) -> tuple[bytes, dict[str, Any]]:
+    """The upstream's raw JSON answer and its parsed object (``what`` names it in errors)."""
+    with translating_errors(provider.name):
+        async with provider.session.post(
+            url, data=data, headers=headers, timeout=provider.timeout
+        ) as resp:
+            await raise_for_upstream_status(resp, provider=provider.name, parse=parse_error_body)
+            raw = await resp.read()
+        answer = orjson.loads(raw)
+    if not isinstance(answer, dict):
+        raise UpstreamError(
+            f"upstream provider {provider.name!r} sent a {what} that is not an object",
+            code="upstream_bad_response",
+        )
+    return raw, answer
+
+
+async def open_sse(
+    provider: Any, url: str, data: bytes, headers: Mapping[str, str]
+) -> tuple[aiohttp.ClientResponse, SSEEvent, AsyncIterator[SSEEvent]]:
+    """The open upstream response (the caller releases it), its first event and the rest."""
+    with translating_errors(provider.name):
+        upstream = await provider.session.post(
+            url, data=data, headers=headers, timeout=provider.timeout
+        )
+    try:
+        with translating_errors(provider.name):
+            await raise_for_upstream_status(
+                upstream, provider=provider.name, parse=parse_error_body
+            )
+            events = aiter(sse_events(upstream, first_byte=provider.config.timeout.first_byte))
+            try:
+                first = await anext(events)
+            except StopAsyncIteration:
+                raise UpstreamError(
+                    f"upstream provider {provider.name!r} ended the stream without sending "
+                    "anything",
+                    code="upstream_bad_response",
+                ) from None
+    except BaseException:
+        upstream.release()
+        raise
+    return upstream, first, events
+
+
+def relay(name: str, data: bytes) -> bytes:
+    """One upstream SSE event, re-encoded as it came (``message`` is SSE's default name)."""
+    head = b"event: " + name.encode() + b"\n" if name and name != "message" else b""
+    return head + b"data: " + data + b"\n\n"
