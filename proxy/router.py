@@ -158,6 +158,13 @@ class Candidate:
     lacking: frozenset[str]
 
 
+def skipped_row(n: int, cand: Candidate, code: str) -> AttemptRecord:
+    """The ``attempts`` row of a candidate passed over without an upstream call."""
+    return AttemptRecord(
+        n, cand.name, cand.provider.name, cand.persona.model, "skipped", None, code, None
+    )
+
+
 class NoHealthyUpstream(ProxyError):
     status = 503
     type = "service_unavailable_error"
@@ -292,18 +299,7 @@ class Router:
             provider, persona = cand.provider, cand.persona
             gap = next((c for c in needs if c in cand.lacking), None) if needs else None
             if gap is not None:
-                rows.append(
-                    AttemptRecord(
-                        len(rows) + 1,
-                        cand.name,
-                        provider.name,
-                        persona.model,
-                        "skipped",
-                        None,
-                        "capability_missing",
-                        None,
-                    )
-                )
+                rows.append(skipped_row(len(rows) + 1, cand, "capability_missing"))
                 skipped.append(f"{cand.name} ({provider.name} lacks {gap})")
                 missing = missing or (gap, needs[gap])
                 continue
@@ -317,18 +313,7 @@ class Router:
             for retry in range(persona.retries + 1):
                 ticket = self.breakers.admit(cand.key)
                 if ticket is None:
-                    rows.append(
-                        AttemptRecord(
-                            len(rows) + 1,
-                            cand.name,
-                            provider.name,
-                            persona.model,
-                            "skipped",
-                            None,
-                            "circuit_open",
-                            None,
-                        )
-                    )
+                    rows.append(skipped_row(len(rows) + 1, cand, "circuit_open"))
                     skipped.append(f"{cand.name} ({provider.name} circuit open)")
                     cooldowns.append(self.breakers.remaining(cand.key))
                     break
