@@ -19,7 +19,7 @@ from proxy.convcache import ConversationCache, assistant_tool_call_ids
 from proxy.errors import upstream_status_error
 from proxy.providers.base import Call, Completion
 from proxy.providers.http import HTTPProvider
-from proxy.providers.spec import Capabilities, DefaultEntry, ProviderConfigBase, ProviderType
+from proxy.providers.spec import DefaultEntry, ProviderConfigBase, ProviderType, capabilities_except
 from proxy.sse import SSEEvent
 from translators import anthropic as tr
 from translators.base import JSONDict
@@ -173,17 +173,7 @@ PROVIDER_TYPE = ProviderType(
     name="anthropic",
     config=AnthropicProviderConfig,
     provider=AnthropicProvider,
-    capabilities=Capabilities(
-        streaming=True,
-        tools=True,
-        parallel_tool_calls=True,
-        vision=True,
-        json_schema=True,
-        json_object=True,
-        reasoning=True,
-        n=False,
-        embeddings=False,
-    ),
+    capabilities=capabilities_except("n", "embeddings"),
     key_vars=("ANTHROPIC_API_KEY",),
     price_provider="anthropic",
     default=_default,

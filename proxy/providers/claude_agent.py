@@ -47,7 +47,7 @@ from proxy.errors import (
 )
 from proxy.providers.base import Call, ChunkStream, Completion, Provider, translating_errors
 from proxy.providers.claude_run import Run
-from proxy.providers.spec import Capabilities, DefaultEntry, ProviderConfigBase, ProviderType
+from proxy.providers.spec import DefaultEntry, ProviderConfigBase, ProviderType, capabilities_except
 from translators import claude_agent as tr
 from translators.base import UpstreamFormatError
 
@@ -400,17 +400,8 @@ PROVIDER_TYPE = ProviderType(
     name="claude-agent",
     config=ClaudeAgentProviderConfig,
     provider=ClaudeAgentProvider,
-    capabilities=Capabilities(
-        streaming=True,
-        tools=True,
-        parallel_tool_calls=True,
-        vision=True,
-        json_schema=False,  # the CLI has no structured-output mode (translators/claude_agent.py)
-        json_object=True,
-        reasoning=True,
-        n=False,
-        embeddings=False,
-    ),
+    # the CLI has no structured-output mode (translators/claude_agent.py)
+    capabilities=capabilities_except("json_schema", "n", "embeddings"),
     price_provider="anthropic",
     default=_default,
 )

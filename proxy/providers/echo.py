@@ -17,7 +17,7 @@ import orjson
 
 from proxy.errors import InvalidRequest
 from proxy.providers.base import Call, ChunkStream, Completion, Provider, StreamTotals
-from proxy.providers.spec import Capabilities, DefaultEntry, ProviderConfigBase, ProviderType
+from proxy.providers.spec import DefaultEntry, ProviderConfigBase, ProviderType, capabilities_except
 from translators.base import ChunkFactory, FinishReason, Usage, completion, text_of
 from translators.json_example import example_for
 from translators.openai_types import ChatMessage
@@ -178,16 +178,6 @@ PROVIDER_TYPE = ProviderType(
     name="echo",
     config=EchoProviderConfig,
     provider=EchoProvider,
-    capabilities=Capabilities(
-        streaming=True,
-        tools=True,
-        parallel_tool_calls=True,
-        vision=True,
-        json_schema=True,
-        json_object=True,
-        reasoning=True,
-        n=True,
-        embeddings=True,
-    ),
+    capabilities=capabilities_except(),
     default=_default,
 )

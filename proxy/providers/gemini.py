@@ -37,7 +37,7 @@ from proxy.convcache import ConversationCache, assistant_tool_call_ids
 from proxy.errors import ProxyError, UpstreamError, upstream_status_error
 from proxy.providers.base import Call, Completion, read_head, retry_after_of
 from proxy.providers.http import HTTPProvider, expect_object
-from proxy.providers.spec import Capabilities, DefaultEntry, ProviderConfigBase, ProviderType
+from proxy.providers.spec import DefaultEntry, ProviderConfigBase, ProviderType, capabilities_except
 from proxy.providers.vertex import VertexCredentials, vertex_host
 from proxy.sse import SSEEvent
 from translators import gemini as tr
@@ -262,17 +262,7 @@ PROVIDER_TYPE = ProviderType(
     name="gemini",
     config=GeminiProviderConfig,
     provider=GeminiProvider,
-    capabilities=Capabilities(
-        streaming=True,
-        tools=True,
-        parallel_tool_calls=True,
-        vision=True,
-        json_schema=True,
-        json_object=True,
-        reasoning=True,
-        n=True,
-        embeddings=True,
-    ),
+    capabilities=capabilities_except(),
     key_vars=("GEMINI_API_KEY", "GOOGLE_API_KEY"),
     price_provider="google",
     default=_default,

@@ -11,7 +11,7 @@ from pydantic import Field, SecretStr
 from proxy.errors import UpstreamError
 from proxy.providers.base import Call, Completion
 from proxy.providers.http import HTTPProvider
-from proxy.providers.spec import Capabilities, DefaultEntry, ProviderConfigBase, ProviderType
+from proxy.providers.spec import DefaultEntry, ProviderConfigBase, ProviderType, capabilities_except
 from proxy.sse import SSEEvent
 from translators import openai as tr
 from translators.base import JSONDict, Usage
@@ -113,17 +113,7 @@ PROVIDER_TYPE = ProviderType(
     name="openai",
     config=OpenAIProviderConfig,
     provider=OpenAIProvider,
-    capabilities=Capabilities(
-        streaming=True,
-        tools=True,
-        parallel_tool_calls=True,
-        vision=True,
-        json_schema=True,
-        json_object=True,
-        reasoning=True,
-        n=True,
-        embeddings=True,
-    ),
+    capabilities=capabilities_except(),
     key_vars=("OPENAI_API_KEY",),
     price_provider="openai",
     default=_default,

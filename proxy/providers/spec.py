@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -81,6 +81,15 @@ class Capabilities(TypedDict):
     reasoning: bool
     n: bool
     embeddings: bool
+
+
+def capabilities_except(*lacking: str) -> Capabilities:
+    """Every capability but those named: provider types differ in a few, so each entry names
+    only its gaps (a misspelt name is an error at import, not a silent True)."""
+    unknown = set(lacking) - set(Capabilities.__annotations__)
+    if unknown:
+        raise ValueError(f"unknown capabilities: {', '.join(sorted(unknown))}")
+    return cast(Capabilities, {name: name not in lacking for name in Capabilities.__annotations__})
 
 
 #: (provider name, provider config, persona) for the built-in default config, or None.

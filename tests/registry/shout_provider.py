@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 from proxy.providers.base import Call, ChunkStream, Completion, Provider, StreamTotals
-from proxy.providers.spec import Capabilities, DefaultEntry, ProviderConfigBase, ProviderType
+from proxy.providers.spec import DefaultEntry, ProviderConfigBase, ProviderType, capabilities_except
 from translators.base import ChunkFactory, Usage, completion
 
 
@@ -58,16 +58,15 @@ PROVIDER_TYPE = ProviderType(
     name="shout",
     config=ShoutConfig,
     provider=ShoutProvider,
-    capabilities=Capabilities(
-        streaming=True,
-        tools=False,
-        parallel_tool_calls=False,
-        vision=False,
-        json_schema=False,
-        json_object=False,
-        reasoning=False,
-        n=False,
-        embeddings=False,
+    capabilities=capabilities_except(
+        "tools",
+        "parallel_tool_calls",
+        "vision",
+        "json_schema",
+        "json_object",
+        "reasoning",
+        "n",
+        "embeddings",
     ),
     key_vars=("SHOUT_API_KEY",),
     price_provider="openai",
