@@ -110,3 +110,15 @@ def test_env_var_and_missing_file(tmp_path):
     assert "p" in load_settings(None, env={"PERSONA_PROXY_CONFIG": str(path)}).personas
     with pytest.raises(ConfigError, match="cannot read"):
         load_settings(tmp_path / "missing.yaml", env={})
+
+
+def test_example_config_loads_with_its_routing():
+    """The README points new users at persona-proxy.example.yaml: it must load as shipped, with
+    no key variables set, and its fallback chain must be the one it documents."""
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "persona-proxy.example.yaml"
+    settings = load_settings(example, env={})
+    assert settings.personas["coder"].fallbacks == ["reviewer", "researcher"]
+    assert settings.routing.circuit.failures == 5
+    assert settings.default_persona == "echo"
