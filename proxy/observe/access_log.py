@@ -8,10 +8,14 @@ the client sent).
 Lines are formatted and written on the observe thread, in batches, through the logger
 ``persona_proxy.access`` (its own stderr handler with a bare ``%(message)s`` format unless the
 operator configured one), so neither formatting nor a slow terminal blocks the event loop.
+With that default handler a batch is one ``write`` and one flush: a ``LogRecord`` and a flush per
+line cost about 40 us of CPU per request on the bench machine, as much as the proxy's own work
+on some requests. A handler the operator configured gets one record per line, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from typing import Any
@@ -77,12 +81,14 @@ class AccessLog:
     def __init__(self, fmt: str) -> None:
         self.format = text_line if fmt == "text" else json_line
         self.logger = logging.getLogger(ACCESS_LOGGER)
+        self._default: logging.StreamHandler[Any] | None = None  # ours: batches go straight to it
         if not self.logger.handlers:
             handler = logging.StreamHandler(sys.stderr)
             handler.setFormatter(logging.Formatter("%(message)s"))
             self.logger.addHandler(handler)
             self.logger.propagate = False
             self.logger.setLevel(logging.INFO)
+            self._default = handler
 
     @classmethod
     def create(cls, fmt: str) -> AccessLog | None:
@@ -91,7 +97,15 @@ class AccessLog:
     def consume(self, batch: list[Any]) -> None:
         if not self.logger.isEnabledFor(logging.INFO):
             return
-        fmt, info = self.format, self.logger.info
+        fmt = self.format
+        handler = self._default
+        if handler is not None and self.logger.handlers == [handler]:
+            text = "".join([fmt(req.rec) + "\n" for req in batch])
+            with handler.lock or contextlib.nullcontext():
+                handler.stream.write(text)
+                handler.stream.flush()
+            return
+        info = self.logger.info
         for req in batch:
             info("%s", fmt(req.rec))
 
