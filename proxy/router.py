@@ -14,6 +14,12 @@ Front doors call :meth:`Router.complete` or ``async with router.stream(ctx, body
 the peek (the first chunk) happens inside, so retries and fallbacks end before the first byte
 goes to the client. A client that leaves cancels the handler task, which cancels the attempt in
 flight (or the backoff sleep) and with it the rest of the chain.
+
+A door whose format is some upstream's own (Messages onto ``anthropic``, Responses onto a
+``responses: native`` openai provider, embeddings) hands the router a :class:`Plan` instead of a
+chat body: per candidate, whether it is skipped and what one try is (a byte pass-through on a
+candidate of the door's own type, the translated chat call elsewhere). The loop, the retries,
+the breakers and the attempt rows stay this one (:meth:`Router.run`, :meth:`Router.open`).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from proxy.config import Persona, Settings
 from proxy.errors import (
@@ -48,6 +54,7 @@ from proxy.usage.store import AttemptRecord, UsageRecord
 from translators.base import ResponseMeta
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 # Failures with no upstream status that are still transient: the connection, not the request.
@@ -165,6 +172,57 @@ def skipped_row(n: int, cand: Candidate, code: str) -> AttemptRecord:
     )
 
 
+class Plan(Protocol[T_co]):
+    """What one request tries on each candidate of its chain (a front door supplies it)."""
+
+    def gap(self, cand: Candidate) -> tuple[str, str] | None:
+        """``(what cand lacks, the request's param needing it)`` to skip it, else None."""
+        ...
+
+    def prepare(self, cand: Candidate, ctx: RouteContext) -> Callable[[], Awaitable[T_co]]:
+        """One try on ``cand`` (called once per try: retries repeat the same request)."""
+        ...
+
+
+class Opened(Protocol):
+    """A streamed result: what must be released when the client's stream ends."""
+
+    stack: AsyncExitStack
+
+
+class ChatPlan:
+    """The chat path: the body with each candidate persona's params, through ``once``
+    (:func:`complete_once` or :func:`open_stream`). ``needs`` is what the body needs of the
+    capabilities some candidate lacks (:func:`proxy.routing.capabilities.needed`)."""
+
+    __slots__ = ("body", "needs", "once")
+
+    def __init__(
+        self,
+        body: dict[str, Any],
+        needs: dict[str, str],
+        once: Callable[[Provider, Call], Awaitable[Any]],
+    ) -> None:
+        self.body, self.needs, self.once = body, needs, once
+
+    def gap(self, cand: Candidate) -> tuple[str, str] | None:
+        for cap, param in self.needs.items():
+            if cap in cand.lacking:
+                return cap, param
+        return None
+
+    def prepare(self, cand: Candidate, ctx: RouteContext) -> Callable[[], Awaitable[Any]]:
+        persona = cand.persona
+        call = Call(
+            body=apply_persona(self.body, persona),
+            persona=persona,
+            meta=ResponseMeta(ctx.completion_id, ctx.created, persona.model),
+            include_usage=ctx.include_usage,
+        )
+        once, provider = self.once, cand.provider
+        return lambda: once(provider, call)
+
+
 class NoHealthyUpstream(ProxyError):
     status = 503
     type = "service_unavailable_error"
@@ -187,13 +245,13 @@ def fallback_chain(settings: Settings, name: str) -> list[str]:
     return out
 
 
-async def _complete_once(provider: Provider, call: Call) -> Completion:
+async def complete_once(provider: Provider, call: Call) -> Completion:
     result = await provider.complete(call)
     checked_model(result.model, provider.name)  # a 502 (and a fallback) before anything is sent
     return result
 
 
-async def _open_stream(provider: Provider, call: Call) -> PeekedStream:
+async def open_stream(provider: Provider, call: Call) -> PeekedStream:
     """Open the stream and read its first chunk (the peek), releasing it on any failure."""
     stack = AsyncExitStack()
     try:
@@ -251,35 +309,47 @@ class Router:
             for name, chain in self.chains.items()
         }
 
+    def chat_plan(
+        self, persona: str, body: dict[str, Any], once: Callable[[Provider, Call], Awaitable[T]]
+    ) -> ChatPlan:
+        """The chat path for ``body`` on ``persona``'s chain (inspected only for what some
+        candidate of it lacks)."""
+        lack = self.chain_lacking[persona]
+        return ChatPlan(body, needed(body, lack) if lack else {}, once)
+
     async def complete(self, ctx: RouteContext, body: dict[str, Any]) -> Completion:
         """A non-streamed answer from the first candidate that gives one."""
-        self.inflight += 1
-        try:
-            return await self._route(ctx, body, _complete_once)
-        finally:
-            self.inflight -= 1
+        result: Completion = await self.run(ctx, self.chat_plan(ctx.persona, body, complete_once))
+        return result
 
     @asynccontextmanager
     async def stream(self, ctx: RouteContext, body: dict[str, Any]) -> AsyncIterator[PeekedStream]:
         """A stream whose first chunk is in hand; the upstream is released on exit."""
+        async with self.open(ctx, self.chat_plan(ctx.persona, body, open_stream)) as peeked:
+            yield peeked
+
+    async def run(self, ctx: RouteContext, plan: Plan[T]) -> T:
+        """The first answer one of ``plan``'s tries gives."""
         self.inflight += 1
         try:
-            peeked = await self._route(ctx, body, _open_stream)
-            async with peeked.stack:
-                yield peeked
+            return await self._route(ctx, plan)
         finally:
             self.inflight -= 1
 
-    async def _route(
-        self,
-        ctx: RouteContext,
-        body: dict[str, Any],
-        once: Callable[[Provider, Call], Awaitable[T]],
-    ) -> T:
+    @asynccontextmanager
+    async def open(self, ctx: RouteContext, plan: Plan[Any]) -> AsyncIterator[Any]:
+        """The first stream one of ``plan``'s tries opens (its tries peek), released on exit."""
+        self.inflight += 1
+        try:
+            opened: Opened = await self._route(ctx, plan)
+            async with opened.stack:
+                yield opened
+        finally:
+            self.inflight -= 1
+
+    async def _route(self, ctx: RouteContext, plan: Plan[T]) -> T:
         rec, headers = ctx.rec, ctx.headers
         rows = rec.attempt_rows
-        lack = self.chain_lacking[ctx.persona]
-        needs = needed(body, lack) if lack else {}
         failures: list[str] = []
         skipped: list[str] = []
         cooldowns: list[float] = []
@@ -297,19 +367,14 @@ class Router:
         headers["x-provider"] = head.provider.name
         for cand in chain:
             provider, persona = cand.provider, cand.persona
-            gap = next((c for c in needs if c in cand.lacking), None) if needs else None
+            gap = plan.gap(cand)
             if gap is not None:
                 rows.append(skipped_row(len(rows) + 1, cand, "capability_missing"))
-                skipped.append(f"{cand.name} ({provider.name} lacks {gap})")
-                missing = missing or (gap, needs[gap])
+                skipped.append(f"{cand.name} ({provider.name} lacks {gap[0]})")
+                missing = missing or gap
                 continue
             capable = True
-            call = Call(
-                body=apply_persona(body, persona),
-                persona=persona,
-                meta=ResponseMeta(ctx.completion_id, ctx.created, persona.model),
-                include_usage=ctx.include_usage,
-            )
+            once = plan.prepare(cand, ctx)
             for retry in range(persona.retries + 1):
                 ticket = self.breakers.admit(cand.key)
                 if ticket is None:
@@ -327,7 +392,7 @@ class Router:
                 started = time.perf_counter()
                 attempt_start()  # the one attempt call site: tracing wraps it (proxy/observe)
                 try:
-                    result = await once(provider, call)
+                    result = await once()
                 except ProxyError as exc:
                     attempt_end()
                     ms = (time.perf_counter() - started) * 1000
