@@ -6,24 +6,38 @@ defaults (under their Anthropic names). ``cache_control``, thinking signatures a
 proxy does not know are untouched; the client's ``anthropic-version`` and ``anthropic-beta``
 headers are forwarded. The answer (JSON or SSE) is relayed as the upstream sent it, and read on
 the way for the usage row.
+
+Each candidate of the persona's chain that is ``anthropic`` gets this pass-through as its try
+(:func:`tries`), with its own persona's model, system text and defaults; the router retries it,
+counts it in the breaker and falls back (proxy/doors/messages.py routes the chain).
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from proxy.config import Persona
 from proxy.doors.common import Door
-from proxy.doors.passthrough import open_sse, post_json, relay
+from proxy.doors.passthrough import (
+    NativeAnswer,
+    NativeStream,
+    model_of,
+    open_sse,
+    post_json,
+    relay,
+)
 from proxy.errors import ProxyError, upstream_status_error
 from proxy.providers.base import (
     parse_error_body,
     raise_for_upstream_status,
     translating_errors,
 )
+from proxy.router import Candidate
 from proxy.sse import SSE_HEADERS
 from translators.base import Usage
 
@@ -48,10 +62,8 @@ _STATUS_OF_ERROR_TYPE = {
 }
 
 
-def native_body(body: dict[str, Any], door: Door, provider: Any) -> dict[str, Any]:
+def native_body(body: dict[str, Any], persona: Persona, provider: Any) -> dict[str, Any]:
     """The body for upstream: the client's, with the persona's model, system and defaults."""
-    persona = door.persona
-    assert persona is not None
     out = dict(body)
     out["model"] = persona.model
     if persona.system:
@@ -111,51 +123,91 @@ def _take_id(door: Door, message: dict[str, Any]) -> None:
         door.upstream_model(str(message["model"]))
 
 
-async def forward(request: web.Request, door: Door, body: dict[str, Any]) -> web.StreamResponse:
-    provider: Any = door.provider
-    assert provider is not None
-    data = orjson.dumps(native_body(body, door, provider))
-    headers = _headers(request, provider)
-    if not door.rec.stream:
-        raw, answer = await post_json(provider, provider.url, data, headers, "message")
-        _take_id(door, answer)
-        door.rec.finish_reason = answer.get("stop_reason")
-        door.rec.add_usage(usage_of(answer.get("usage") or {}))
-        return web.Response(body=raw, content_type="application/json", headers=door.headers)
+def tries(
+    request: web.Request, body: dict[str, Any], *, stream: bool
+) -> Callable[[Candidate], Callable[[], Awaitable[NativeAnswer | NativeStream]]]:
+    """The pass-through try on an ``anthropic`` candidate: its body is made once, and each try
+    (a retry too) sends the same bytes."""
+
+    def prepare(cand: Candidate) -> Callable[[], Awaitable[NativeAnswer | NativeStream]]:
+        provider: Any = cand.provider
+        model = cand.persona.model
+        data = orjson.dumps(native_body(body, cand.persona, provider))
+        headers = _headers(request, provider)
+        if stream:
+            return lambda: _open(provider, data, headers, model)
+
+        async def once() -> NativeAnswer:
+            raw, answer = await post_json(provider, provider.url, data, headers, "message")
+            return NativeAnswer(raw, answer, model_of(answer.get("model"), model, provider.name))
+
+        return once
+
+    return prepare
+
+
+async def _open(provider: Any, data: bytes, headers: dict[str, str], model: str) -> NativeStream:
+    """Open the stream and read its first event; an ``error`` event there (Anthropic sends
+    ``overloaded_error`` so) is a failed try like an error status: nothing is relayed yet."""
     upstream, first, events = await open_sse(provider, provider.url, data, headers)
     try:
         with translating_errors(provider.name):
-            _check_error(provider.name, first.event, first.data)
-            raw_usage = _observe(door, first.event, first.data, {})
-        door.rec.ttft_ms = (time.perf_counter() - door.started) * 1000
-        out = web.StreamResponse(headers={**SSE_HEADERS, **door.headers})
-        await out.prepare(request)
-        write = out.write
-        try:
-            await write(relay(first.event, first.data))
-            with translating_errors(provider.name):
-                async for event in events:
-                    await write(relay(event.event, event.data))
-                    raw_usage = _observe(door, event.event, event.data, raw_usage)
-                    if event.event == "error":
-                        _check_error(provider.name, event.event, event.data)
-        except ProxyError as exc:
-            door.rec.fail(exc)
-            if "upstream_stream_error" != exc.code:
-                from proxy.doors.messages import anthropic_envelope  # noqa: PLC0415
-
-                _, payload = anthropic_envelope(exc.status, exc.message)
-                await write(b"event: error\ndata: " + payload + b"\n\n")
-        finally:
-            if raw_usage:
-                door.rec.add_usage(usage_of(raw_usage))
-        await out.write_eof()
-        return out
-    finally:
+            _check_error(provider.name, first.event, first.data, relayed=False)
+            head = orjson.loads(first.data) if first.event == "message_start" else None
+            message = head.get("message") if isinstance(head, dict) else None
+            if isinstance(message, dict):
+                model = model_of(message.get("model"), model, provider.name)
+    except BaseException:
         upstream.release()
+        raise
+    stack = AsyncExitStack()
+    stack.callback(upstream.release)
+    return NativeStream(first, events, model, provider.name, stack)
 
 
-def _check_error(provider: str, name: str, data: bytes) -> None:
+def answer(door: Door, native: NativeAnswer) -> web.Response:
+    """The upstream's message, relayed as its bytes came; the row reads it."""
+    message = native.answer
+    _take_id(door, message)
+    door.rec.finish_reason = message.get("stop_reason")
+    door.rec.add_usage(usage_of(message.get("usage") or {}))
+    return web.Response(body=native.raw, content_type="application/json", headers=door.headers)
+
+
+async def relay_stream(
+    request: web.Request, door: Door, native: NativeStream
+) -> web.StreamResponse:
+    """The upstream's events as they came, read on the way for the row. A failure from here on
+    is Anthropic's in-band ``error`` event (the status line is out: no retry, no fallback)."""
+    first, provider = native.first, native.provider
+    with translating_errors(provider):
+        raw_usage = _observe(door, first.event, first.data, {})
+    out = web.StreamResponse(headers={**SSE_HEADERS, **door.headers})
+    await out.prepare(request)
+    write = out.write
+    try:
+        await write(relay(first.event, first.data))
+        with translating_errors(provider):
+            async for event in native.events:
+                await write(relay(event.event, event.data))
+                raw_usage = _observe(door, event.event, event.data, raw_usage)
+                if event.event == "error":
+                    _check_error(provider, event.event, event.data)
+    except ProxyError as exc:
+        door.rec.fail(exc)
+        if "upstream_stream_error" != exc.code:
+            from proxy.doors.messages import anthropic_envelope  # noqa: PLC0415
+
+            _, payload = anthropic_envelope(exc.status, exc.message)
+            await write(b"event: error\ndata: " + payload + b"\n\n")
+    finally:
+        if raw_usage:
+            door.rec.add_usage(usage_of(raw_usage))
+    await out.write_eof()
+    return out
+
+
+def _check_error(provider: str, name: str, data: bytes, *, relayed: bool = True) -> None:
     if name != "error" and b'"type":"error"' not in data[:40]:
         return
     try:
@@ -169,7 +221,8 @@ def _check_error(provider: str, name: str, data: bytes) -> None:
         message=err.get("message") or "",
         upstream_type=kind,
     )
-    exc.code = "upstream_stream_error"  # already relayed to the client as it came
+    if relayed:
+        exc.code = "upstream_stream_error"  # already relayed to the client as it came
     raise exc
 
 
@@ -189,7 +242,8 @@ def _observe(door: Door, name: str, data: bytes, usage: dict[str, Any]) -> dict[
 async def count_tokens(door: Door, body: dict[str, Any]) -> web.Response:
     provider: Any = door.provider
     assert provider is not None
-    counted = native_body(body, door, provider)
+    assert door.persona is not None
+    counted = native_body(body, door.persona, provider)
     counted.pop("max_tokens", None)  # count_tokens refuses it
     counted.pop("stream", None)
     url = provider.url + "/count_tokens"
@@ -202,7 +256,6 @@ async def count_tokens(door: Door, body: dict[str, Any]) -> web.Response:
         ) as resp:
             await raise_for_upstream_status(resp, provider=provider.name, parse=parse_error_body)
             raw = await resp.read()
-    assert door.persona is not None
     door.upstream_model(door.persona.model)
     return web.Response(body=raw, content_type="application/json", headers=door.headers)
 

@@ -1,15 +1,18 @@
 """What every front door shares: the usage record, persona resolution, the one internal call.
 
-The internal call (:func:`complete` and :func:`open_stream`) is the single place where a
-translated door reaches a provider: through the router (proxy/router.py), so retries,
-fallbacks, circuit breakers and attempt rows apply to every door alike. Native pass-through
-(proxy/doors/anthropic_native.py, openai_native.py, embeddings) calls its provider directly.
+The internal call (:func:`route` and :func:`open_route`) is the single place where a door
+reaches a provider: through the router (proxy/router.py), so retries, fallbacks, circuit
+breakers and attempt rows apply to every door alike. A door hands the router a
+:class:`DoorPlan`: on a candidate whose provider speaks the door's format the try is the byte
+pass-through (proxy/doors/anthropic_native.py, openai_native.py), elsewhere the translated chat
+call; so a fallback of the other type answers translated, and the client still gets the door's
+own format. Which of the two answered, the door sees from the result's type.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,18 +28,20 @@ from proxy.observe import (
     request_started,
     stream_resume,
 )
-from proxy.providers.base import Call, ChunkStream, Completion, Provider
-from proxy.router import RouteContext
+from proxy.providers.base import Call, Completion, Provider
+from proxy.router import Candidate, ChatPlan, PeekedStream, RouteContext
 from proxy.routing.runtime import RUNTIME, Runtime
 from proxy.streaming import next_chunk
 from proxy.usage.store import UsageRecord
-from translators.base import ResponseMeta
+from translators.base import TranslationError
 
 __all__ = [
     "Door",
-    "complete",
-    "open_stream",
+    "DoorPlan",
+    "chunks_of",
+    "open_route",
     "read_json",
+    "route",
 ]
 
 
@@ -109,16 +114,6 @@ class Door:
         self.rec.model = model
         self.headers["x-upstream-model"] = model
 
-    def call(self, body: dict[str, Any], *, completion_id: str) -> Call:
-        """The internal chat :class:`Call` for an already translated chat body."""
-        assert self.persona is not None
-        return Call(
-            body=body,
-            persona=self.persona,
-            meta=ResponseMeta(completion_id, int(time.time()), self.persona.model),
-            include_usage=False,
-        )
-
     async def admit(self, tokens: int | Callable[[], int]) -> None:
         """The client key's and the persona's limits, as on chat: 403 or 429 before any
         upstream call (proxy/governance/gate.py). ``tokens``: the prompt estimate for tpm."""
@@ -132,53 +127,123 @@ class Door:
         request_finished(self.app, self.rec)
 
 
-def apply_persona_chat(body: dict[str, Any], persona: Persona) -> dict[str, Any]:
-    """Persona params as defaults, as chat does (the persona's system text reaches the
-    translator through ``Call.system``)."""
-    from proxy.handlers import apply_persona  # noqa: PLC0415
+class DoorPlan:
+    """A door's tries on the persona's chain (a :class:`proxy.router.Plan`): the pass-through
+    ``native`` gives on a candidate ``is_native`` accepts, the translated chat call elsewhere.
 
-    return apply_persona(body, persona)
+    ``translate`` makes the chat body; the door runs it up front when the requested persona is
+    translated (its errors are then the client's 400) and passes the result as ``chat``, else
+    it runs here the first time a translated candidate comes up, and a request it cannot
+    translate skips those candidates (``capability_missing``) instead of failing the native
+    ones. ``native_gap``, when set, skips every native candidate (a Responses conversation only
+    the proxy's store holds).
+    """
+
+    __slots__ = (
+        "is_native",
+        "native",
+        "translate",
+        "once",
+        "router",
+        "persona",
+        "native_gap",
+        "_chat",
+        "_unfit",
+    )
+
+    def __init__(
+        self,
+        door: Door,
+        *,
+        is_native: Callable[[Candidate], bool],
+        native: Callable[[Candidate], Callable[[], Awaitable[Any]]],
+        once: Callable[[Provider, Call], Awaitable[Any]],
+        chat: dict[str, Any] | None = None,
+        translate: Callable[[], dict[str, Any]] | None = None,
+        native_gap: tuple[str, str] | None = None,
+    ) -> None:
+        self.is_native, self.native, self.once = is_native, native, once
+        self.translate = translate
+        self.router = door.runtime.router
+        self.persona = door.name
+        self._chat: ChatPlan | None = None
+        self._unfit: tuple[str, str] | None = None
+        self.native_gap = native_gap
+        if chat is not None:
+            self._chat = self.router.chat_plan(self.persona, chat, once)
+
+    def _chat_plan(self) -> ChatPlan | None:
+        if self._chat is None and self._unfit is None:
+            assert self.translate is not None
+            try:
+                self._chat = self.router.chat_plan(self.persona, self.translate(), self.once)
+            except TranslationError as exc:
+                self._unfit = (f"{exc.message} ({exc.param})", exc.param or "body")
+        return self._chat
+
+    def gap(self, cand: Candidate) -> tuple[str, str] | None:
+        if self.is_native(cand):
+            return self.native_gap
+        chat = self._chat_plan()
+        return self._unfit if chat is None else chat.gap(cand)
+
+    def prepare(self, cand: Candidate, ctx: RouteContext) -> Callable[[], Awaitable[Any]]:
+        if self.is_native(cand):
+            return self.native(cand)
+        chat = self._chat_plan()
+        assert chat is not None  # gap() skipped the candidate otherwise
+        return chat.prepare(cand, ctx)
 
 
-async def complete(door: Door, body: dict[str, Any], *, completion_id: str) -> Completion:
-    """The one internal non-streamed call for a translated chat ``body`` (persona not yet
-    applied: the router applies each candidate persona's own, retrying and falling back)."""
-    ctx = RouteContext(
+def has_native(door: Door, is_native: Callable[[Candidate], bool]) -> bool:
+    """Whether some candidate of the door's chain takes the door's format as it is."""
+    return any(is_native(c) for c in door.runtime.router.chains[door.name])
+
+
+def _context(door: Door, completion_id: str) -> RouteContext:
+    return RouteContext(
         persona=door.name, rec=door.rec, headers=door.headers, completion_id=completion_id
     )
-    result = await door.runtime.router.complete(ctx, body)
-    door.upstream_model(result.model)
-    door.rec.finish_reason = result.finish_reason
-    door.rec.add_usage(result.usage)
+
+
+async def route(door: Door, plan: Any, *, completion_id: str) -> Any:
+    """The first answer of the plan's tries: a :class:`Completion` (translated; the row is
+    filled here) or what the native try gave (the door's relay fills the row)."""
+    result = await door.runtime.router.run(_context(door, completion_id), plan)
+    if isinstance(result, Completion):
+        door.upstream_model(result.model)
+        door.rec.finish_reason = result.finish_reason
+        door.rec.add_usage(result.usage)
     return result
 
 
 @asynccontextmanager
-async def open_stream(
-    door: Door, body: dict[str, Any], *, completion_id: str
-) -> AsyncIterator[tuple[ChunkStream, AsyncIterator[dict[str, Any]], dict[str, Any]]]:
-    """The one internal streamed call, peeked by the router (retries and fallbacks end before
-    the first byte): yields the stream (its running totals), the rest of its chunks and the
-    first chunk."""
+async def open_route(door: Door, plan: Any, *, completion_id: str) -> AsyncIterator[Any]:
+    """The first stream of the plan's tries, its first chunk or event in hand (retries and
+    fallbacks end before the first byte): a :class:`PeekedStream` (translated, see
+    :func:`chunks_of`) or the native try's stream. Released on exit."""
     door.rec.stream = True
-    ctx = RouteContext(
-        persona=door.name, rec=door.rec, headers=door.headers, completion_id=completion_id
-    )
-    async with door.runtime.router.stream(ctx, body) as peeked:
-        door.upstream_model(peeked.model)
+    async with door.runtime.router.open(_context(door, completion_id), plan) as opened:
+        door.upstream_model(opened.model)
         door.rec.ttft_ms = (time.perf_counter() - door.started) * 1000
         # The door pumps the rest: counted as upstream time.
         stream_resume()
-        provider = peeked.provider.name
-
-        async def rest() -> AsyncIterator[dict[str, Any]]:
-            while True:
-                try:
-                    yield await next_chunk(peeked.chunks, provider)
-                except StopAsyncIteration:
-                    return
-
         try:
-            yield peeked.stream, rest(), peeked.first
+            yield opened
         finally:
             attempt_end()
+
+
+def chunks_of(peeked: PeekedStream) -> AsyncIterator[dict[str, Any]]:
+    """The chunks after the peeked first one, a translator's choke being a 502."""
+    provider = peeked.provider.name
+    chunks = peeked.chunks
+
+    async def rest() -> AsyncIterator[dict[str, Any]]:
+        while True:
+            try:
+                yield await next_chunk(chunks, provider)
+            except StopAsyncIteration:
+                return
+
+    return rest()

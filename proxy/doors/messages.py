@@ -1,10 +1,12 @@
 """``POST /v1/messages`` and ``/v1/messages/count_tokens``: Anthropic's Messages API on every
 persona (docs/design.md, "More front doors").
 
-On an ``anthropic`` persona the body passes through natively (proxy/doors/anthropic_native.py):
-``cache_control``, thinking signatures and fields the proxy does not know arrive untouched.
-Elsewhere the request becomes one internal chat call and the answer, streamed or not, comes
-back in Anthropic's shapes (translators/messages_door.py).
+The request goes through the router like chat's: each candidate of the persona's chain that is
+``anthropic`` gets the body natively (proxy/doors/anthropic_native.py: ``cache_control``,
+thinking signatures and fields the proxy does not know arrive untouched); any other becomes one
+internal chat call whose answer, streamed or not, comes back in Anthropic's shapes
+(translators/messages_door.py). So an anthropic persona falling back to a GPT one still answers
+a Messages client in Messages.
 
 Errors use Anthropic's envelope ``{"type": "error", "error": {"type", "message"}}`` with the
 statuses of the error table (docs/design.md, "Errors"); an unavailable or overloaded upstream
@@ -23,9 +25,19 @@ import orjson
 from aiohttp import web
 
 from proxy.doors import anthropic_native
-from proxy.doors.common import Door, complete, open_stream, read_json
+from proxy.doors.common import (
+    Door,
+    DoorPlan,
+    chunks_of,
+    has_native,
+    open_route,
+    read_json,
+    route,
+)
+from proxy.doors.passthrough import NativeAnswer, NativeStream
 from proxy.errors import InvalidRequest, ProxyError
 from proxy.governance.gate import estimate_chat_tokens
+from proxy.router import Candidate, PeekedStream, complete_once, open_stream
 from proxy.sse import SSE_HEADERS
 from translators import messages_door as tr
 from translators.base import TranslationError
@@ -111,6 +123,10 @@ def _validate(body: Any) -> dict[str, Any]:
     return body
 
 
+def is_native(cand: Candidate) -> bool:
+    return cand.provider.type == "anthropic"
+
+
 def _chat_body(body: dict[str, Any]) -> dict[str, Any]:
     """The chat body (the persona is applied by the internal call, per candidate)."""
     try:
@@ -135,16 +151,32 @@ async def messages(request: web.Request) -> web.StreamResponse:
     door = Door(request, request_id=message_id, api="messages")
     try:
         body = _validate(await read_json(request))
-        door.rec.stream = bool(body.get("stream"))
+        stream = door.rec.stream = bool(body.get("stream"))
         _, _, provider = door.resolve(request, body.get("model"))
+        chat = None
         if provider.type == "anthropic":
             await door.admit(lambda: estimate_tokens(body))
-            return await anthropic_native.forward(request, door, body)
-        chat = _chat_body(body)
-        await door.admit(lambda: estimate_chat_tokens(chat))
-        if door.rec.stream:
-            return await _stream(request, door, chat, message_id)
-        result = await complete(door, chat, completion_id=message_id)
+        else:
+            try:
+                chat = tr.chat_request(body)
+            except TranslationError as exc:
+                # A native fallback may still take it as it is; else the client's 400.
+                if not has_native(door, is_native):
+                    raise InvalidRequest(exc.message, param=exc.param) from None
+            await door.admit(lambda: estimate_chat_tokens(chat) if chat else estimate_tokens(body))
+        plan = DoorPlan(
+            door,
+            is_native=is_native,
+            native=anthropic_native.tries(request, body, stream=stream),
+            once=open_stream if stream else complete_once,
+            chat=chat,
+            translate=lambda: tr.chat_request(body),
+        )
+        if stream:
+            return await _stream(request, door, plan, message_id)
+        result = await route(door, plan, completion_id=message_id)
+        if isinstance(result, NativeAnswer):
+            return anthropic_native.answer(door, result)
         answer = tr.message_from_completion(result.body, message_id=message_id, usage=result.usage)
         return web.Response(
             body=orjson.dumps(answer), content_type="application/json", headers=door.headers
@@ -167,32 +199,41 @@ async def messages(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(
-    request: web.Request, door: Door, chat: dict[str, Any], message_id: str
+    request: web.Request, door: Door, plan: DoorPlan, message_id: str
 ) -> web.StreamResponse:
-    async with open_stream(door, chat, completion_id=message_id) as (stream, chunks, first):
-        events = tr.MessagesStream(message_id, stream.model)
-        resp = web.StreamResponse(headers={**SSE_HEADERS, **door.headers})
-        await resp.prepare(request)
-        write = resp.write
-        try:
-            for name, data in events.feed(first):
+    async with open_route(door, plan, completion_id=message_id) as opened:
+        if isinstance(opened, NativeStream):
+            return await anthropic_native.relay_stream(request, door, opened)
+        return await _translated_stream(request, door, opened, message_id)
+
+
+async def _translated_stream(
+    request: web.Request, door: Door, peeked: PeekedStream, message_id: str
+) -> web.StreamResponse:
+    stream = peeked.stream
+    events = tr.MessagesStream(message_id, stream.model)
+    resp = web.StreamResponse(headers={**SSE_HEADERS, **door.headers})
+    await resp.prepare(request)
+    write = resp.write
+    try:
+        for name, data in events.feed(peeked.first):
+            await write(_sse(name, data))
+        async for chunk in chunks_of(peeked):
+            for name, data in events.feed(chunk):
                 await write(_sse(name, data))
-            async for chunk in chunks:
-                for name, data in events.feed(chunk):
-                    await write(_sse(name, data))
-            for name, data in events.finish(stream.usage, stream.finish_reason):
-                await write(_sse(name, data))
-        except ProxyError as exc:
-            # After the status line: Anthropic's in-band ``error`` event, and no message_stop.
-            door.rec.fail(exc)
-            _, payload = anthropic_envelope(exc.status, exc.message)
-            await write(b"event: error\ndata: " + payload + b"\n\n")
-        finally:
-            door.rec.finish_reason = stream.finish_reason
-            door.rec.add_usage(stream.usage)
-            door.upstream_model(stream.model)
-        await resp.write_eof()
-        return resp
+        for name, data in events.finish(stream.usage, stream.finish_reason):
+            await write(_sse(name, data))
+    except ProxyError as exc:
+        # After the status line: Anthropic's in-band ``error`` event, and no message_stop.
+        door.rec.fail(exc)
+        _, payload = anthropic_envelope(exc.status, exc.message)
+        await write(b"event: error\ndata: " + payload + b"\n\n")
+    finally:
+        door.rec.finish_reason = stream.finish_reason
+        door.rec.add_usage(stream.usage)
+        door.upstream_model(stream.model)
+    await resp.write_eof()
+    return resp
 
 
 async def count_tokens(request: web.Request) -> web.StreamResponse:

@@ -3,20 +3,34 @@
 model, its ``system`` text ahead of ``instructions`` and its params as defaults; the answer
 (JSON or SSE) is relayed as the upstream sent it and read on the way for the usage row.
 ``store`` and ``previous_response_id`` are the upstream's business here.
+
+Each candidate of the persona's chain that is such a provider gets this pass-through as its try
+(:func:`tries`); the router retries it, counts it in the breaker and falls back
+(proxy/doors/responses.py routes the chain).
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from proxy.config import Persona
 from proxy.doors.common import Door
-from proxy.doors.passthrough import open_sse, post_json, relay
+from proxy.doors.passthrough import (
+    NativeAnswer,
+    NativeStream,
+    model_of,
+    open_sse,
+    post_json,
+    relay,
+)
 from proxy.errors import ProxyError
 from proxy.providers.base import translating_errors
+from proxy.router import Candidate
 from proxy.sse import SSE_HEADERS
 from translators.base import Usage
 
@@ -28,9 +42,13 @@ _PARAMS = {
 }
 
 
-def native_body(body: dict[str, Any], door: Door) -> dict[str, Any]:
-    persona = door.persona
-    assert persona is not None
+def is_native(cand: Candidate) -> bool:
+    """An ``openai`` provider configured with ``responses: native``."""
+    provider: Any = cand.provider
+    return provider.type == "openai" and getattr(provider.config, "responses", None) == "native"
+
+
+def native_body(body: dict[str, Any], persona: Persona) -> dict[str, Any]:
     out = dict(body)
     out["model"] = persona.model
     if persona.system:
@@ -65,36 +83,71 @@ def _observe(door: Door, response: dict[str, Any]) -> None:
         door.rec.finish_reason = response["status"]
 
 
-async def forward(request: web.Request, door: Door, body: dict[str, Any]) -> web.StreamResponse:
-    provider: Any = door.provider
-    assert provider is not None
-    url = provider.config.base_url.rstrip("/") + "/responses"
-    data = orjson.dumps(native_body(body, door))
-    if not door.rec.stream:
-        raw, answer = await post_json(provider, url, data, provider._headers(), "response")
-        _observe(door, answer)
-        return web.Response(body=raw, content_type="application/json", headers=door.headers)
+def tries(
+    body: dict[str, Any], *, stream: bool
+) -> Callable[[Candidate], Callable[[], Awaitable[NativeAnswer | NativeStream]]]:
+    """The pass-through try on a native candidate: the same bytes on every try."""
+
+    def prepare(cand: Candidate) -> Callable[[], Awaitable[NativeAnswer | NativeStream]]:
+        provider: Any = cand.provider
+        model = cand.persona.model
+        url = provider.config.base_url.rstrip("/") + "/responses"
+        data = orjson.dumps(native_body(body, cand.persona))
+        if stream:
+            return lambda: _open(provider, url, data, model)
+
+        async def once() -> NativeAnswer:
+            raw, answer = await post_json(provider, url, data, provider._headers(), "response")
+            return NativeAnswer(raw, answer, model_of(answer.get("model"), model, provider.name))
+
+        return once
+
+    return prepare
+
+
+async def _open(provider: Any, url: str, data: bytes, model: str) -> NativeStream:
     upstream, first, events = await open_sse(provider, url, data, provider._headers())
     try:
         with translating_errors(provider.name):
-            _read(door, first.data)
-        door.rec.ttft_ms = (time.perf_counter() - door.started) * 1000
-        resp = web.StreamResponse(headers={**SSE_HEADERS, **door.headers})
-        await resp.prepare(request)
-        try:
-            await resp.write(relay(first.event, first.data))
-            with translating_errors(provider.name):
-                async for event in events:
-                    await resp.write(relay(event.event, event.data))
-                    _read(door, event.data)
-        except ProxyError as exc:
-            door.rec.fail(exc)
-            failed = {"type": "error", "code": exc.code, "message": exc.message, "param": None}
-            await resp.write(b"event: error\ndata: " + orjson.dumps(failed) + b"\n\n")
-        await resp.write_eof()
-        return resp
-    finally:
+            head = orjson.loads(first.data)
+            response = head.get("response") if isinstance(head, dict) else None
+            if isinstance(response, dict):
+                model = model_of(response.get("model"), model, provider.name)
+    except BaseException:
         upstream.release()
+        raise
+    stack = AsyncExitStack()
+    stack.callback(upstream.release)
+    return NativeStream(first, events, model, provider.name, stack)
+
+
+def answer(door: Door, native: NativeAnswer) -> web.Response:
+    _observe(door, native.answer)
+    return web.Response(body=native.raw, content_type="application/json", headers=door.headers)
+
+
+async def relay_stream(
+    request: web.Request, door: Door, native: NativeStream
+) -> web.StreamResponse:
+    """The upstream's events as they came; a failure from here on is an in-band ``error``
+    event (no retry, no fallback after the first byte)."""
+    first = native.first
+    with translating_errors(native.provider):
+        _read(door, first.data)
+    resp = web.StreamResponse(headers={**SSE_HEADERS, **door.headers})
+    await resp.prepare(request)
+    try:
+        await resp.write(relay(first.event, first.data))
+        with translating_errors(native.provider):
+            async for event in native.events:
+                await resp.write(relay(event.event, event.data))
+                _read(door, event.data)
+    except ProxyError as exc:
+        door.rec.fail(exc)
+        failed = {"type": "error", "code": exc.code, "message": exc.message, "param": None}
+        await resp.write(b"event: error\ndata: " + orjson.dumps(failed) + b"\n\n")
+    await resp.write_eof()
+    return resp
 
 
 def _read(door: Door, data: bytes) -> None:

@@ -4,19 +4,54 @@ failures like every provider does (proxy/providers/base.py), and hand back eithe
 answer or the opened SSE stream with its first event already read, so a failure before the first
 byte is still an ordinary HTTP error (docs/decisions.md, peek before committing the status).
 What each door reads from the answer for its usage row stays in the door's own module.
+
+Each call here is one try of the router (proxy/router.py): a failure raises before anything
+reaches the client, so the router retries it or falls back; :class:`NativeAnswer` and
+:class:`NativeStream` are what a successful try hands the door to relay.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
 
 from proxy.errors import UpstreamError
+from proxy.guards import checked_model
 from proxy.providers.base import parse_error_body, raise_for_upstream_status, translating_errors
 from proxy.sse import SSEEvent, sse_events
+
+
+@dataclass(slots=True)
+class NativeAnswer:
+    """A non-streamed pass-through answer: its bytes (relayed as they are) and parsed object.
+    ``model`` is the upstream model it names (checked fit for a header), for the attempt row."""
+
+    raw: bytes
+    answer: dict[str, Any]
+    model: str
+
+
+@dataclass(slots=True)
+class NativeStream:
+    """A pass-through stream whose first event has arrived; ``stack`` releases the upstream
+    (the router exits it when the client's stream ends)."""
+
+    first: SSEEvent
+    events: AsyncIterator[SSEEvent]
+    model: str
+    provider: str
+    stack: AsyncExitStack
+
+
+def model_of(value: Any, default: str, provider: str) -> str:
+    """The upstream model an answer names (else the persona's), fit for a header: a 502 (and
+    with it a retry or a fallback) before anything is sent, as on chat."""
+    return checked_model(value if value is not None else default, provider)
 
 
 async def post_json(
@@ -41,7 +76,8 @@ async def post_json(
 async def open_sse(
     provider: Any, url: str, data: bytes, headers: Mapping[str, str]
 ) -> tuple[aiohttp.ClientResponse, SSEEvent, AsyncIterator[SSEEvent]]:
-    """The open upstream response (the caller releases it), its first event and the rest."""
+    """The open upstream response (the caller releases it), its first event and the rest.
+    No byte has gone to the client yet, so any failure here is an ordinary (retried) one."""
     with translating_errors(provider.name):
         upstream = await provider.session.post(
             url, data=data, headers=headers, timeout=provider.timeout

@@ -1,11 +1,15 @@
 """``POST /v1/responses``, ``GET`` and ``DELETE /v1/responses/{id}``: OpenAI's Responses API on
 every persona (docs/design.md, "More front doors").
 
-The request becomes one internal chat call (translators/responses_door.py) and the answer a
-``Response`` object or its event stream. ``store`` (default true, as at OpenAI) keeps the
-conversation in the usage store's ``responses`` table (proxy/doors/responses_store.py), so
-``previous_response_id`` continues it on any persona and any replica. An ``openai`` provider
-with ``responses: native`` gets the body as it came (proxy/doors/openai_native.py).
+The request goes through the router like chat's. Each candidate of the persona's chain gets it
+as one internal chat call (translators/responses_door.py) whose answer becomes a ``Response``
+object or its event stream, except an ``openai`` provider with ``responses: native``, which gets
+the body as it came (proxy/doors/openai_native.py). ``store`` (default true, as at OpenAI)
+keeps a translated conversation in the usage store's ``responses`` table
+(proxy/doors/responses_store.py), so ``previous_response_id`` continues it on any persona and
+any replica; a natively served one is stored (or not) by its upstream. So a
+``previous_response_id`` the proxy holds skips native candidates, and one it does not hold (the
+upstream's) skips translated ones.
 """
 
 from __future__ import annotations
@@ -20,10 +24,20 @@ import orjson
 from aiohttp import web
 
 from proxy.doors import openai_native, responses_store
-from proxy.doors.common import Door, complete, open_stream, read_json
+from proxy.doors.common import (
+    Door,
+    DoorPlan,
+    chunks_of,
+    has_native,
+    open_route,
+    read_json,
+    route,
+)
+from proxy.doors.passthrough import NativeAnswer, NativeStream
 from proxy.doors.responses_store import RESPONSE_STORE
 from proxy.errors import InvalidRequest, ProxyError, json_error
 from proxy.governance.gate import estimate_chat_tokens
+from proxy.router import PeekedStream, complete_once, open_stream
 from proxy.sse import SSE_HEADERS
 from translators import responses_door as tr
 from translators.base import TranslationError
@@ -71,51 +85,97 @@ def _sse(event: dict[str, Any]) -> bytes:
     return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
+class _Turn:
+    """The translated form of one request: its chat body and the conversation it continues
+    (what ``store`` saves). ``missing``: ``previous_response_id`` names a response the proxy
+    does not hold (only a native upstream may know it), so no translated candidate can serve."""
+
+    __slots__ = ("body", "history", "missing", "conversation")
+
+    def __init__(self, body: dict[str, Any], history: list[dict[str, Any]], missing: bool) -> None:
+        self.body, self.history, self.missing = body, history, missing
+        self.conversation: list[dict[str, Any]] = []
+
+    def translate(self) -> dict[str, Any]:
+        if self.missing:
+            raise TranslationError(
+                "the previous response is not stored by the proxy", param="previous_response_id"
+            )
+        self.conversation = self.history + tr.input_items(self.body.get("input"))
+        return tr.chat_request(self.body, self.conversation)
+
+
 async def create(request: web.Request) -> web.StreamResponse:
     response_id = f"resp_{getrandbits(96):024x}"
     door = Door(request, request_id=response_id, api="responses")
     try:
         body = _validate(await read_json(request))
-        door.rec.stream = bool(body.get("stream"))
-        name, persona, provider = door.resolve(request, body.get("model"))
-        if provider.type == "openai" and getattr(provider.config, "responses", None) == "native":
-            await door.admit(lambda: max(1, len(orjson.dumps(body.get("input"))) // 4))
-            return await openai_native.forward(request, door, body)
+        stream = door.rec.stream = bool(body.get("stream"))
+        name, persona, _ = door.resolve(request, body.get("model"))
+        chain = door.runtime.router.chains[name]
+        native_head = openai_native.is_native(chain[0])
+        native_any = native_head or has_native(door, openai_native.is_native)
         db = request.app[RESPONSE_STORE]
-        try:
-            items = tr.input_items(body.get("input"))
-        except TranslationError as exc:
-            raise InvalidRequest(exc.message, param=exc.param) from None
         previous = body.get("previous_response_id")
         history: list[dict[str, Any]] = []
-        if previous:
+        missing, native_gap = False, None
+        if previous and not all(openai_native.is_native(c) for c in chain):
             stored = await db.load(str(previous))
             if stored is None:
-                raise InvalidRequest(
-                    f"Previous response with id '{previous}' not found.",
-                    param="previous_response_id",
-                    code="previous_response_not_found",
+                if not native_any:
+                    raise InvalidRequest(
+                        f"Previous response with id '{previous}' not found.",
+                        param="previous_response_id",
+                        code="previous_response_not_found",
+                    )
+                missing = True
+            else:
+                history = stored[0] + stored[1].get("output", [])
+                native_gap = ("the conversation the proxy stored", "previous_response_id")
+        turn = _Turn(body, history, missing)
+        chat = None
+        if native_head:
+            await door.admit(lambda: max(1, len(orjson.dumps(body.get("input"))) // 4))
+        else:
+            try:
+                chat = turn.translate()
+            except TranslationError as exc:
+                if not native_any or native_gap is not None:
+                    raise InvalidRequest(exc.message, param=exc.param) from None
+            await door.admit(
+                lambda: (
+                    estimate_chat_tokens(chat)
+                    if chat
+                    else max(1, len(orjson.dumps(body.get("input"))) // 4)
                 )
-            history = stored[0] + stored[1].get("output", [])
-        conversation = history + items
-        try:
-            chat = tr.chat_request(body, conversation)
-        except TranslationError as exc:
-            raise InvalidRequest(exc.message, param=exc.param) from None
-        await door.admit(lambda: estimate_chat_tokens(chat))
+            )
+        plan = DoorPlan(
+            door,
+            is_native=openai_native.is_native,
+            native=openai_native.tries(body, stream=stream),
+            once=open_stream if stream else complete_once,
+            chat=chat,
+            translate=turn.translate,
+            native_gap=native_gap,
+        )
         created = int(time.time())
         store = body.get("store", True) is not False
-        if door.rec.stream:
+        if stream:
             base = tr.envelope(
                 body, response_id=response_id, created_at=created, model=persona.model, status=""
             )
-            return await _stream(request, door, chat, base, name, conversation, store)
-        result = await complete(door, chat, completion_id=response_id)
+            async with open_route(door, plan, completion_id=response_id) as opened:
+                if isinstance(opened, NativeStream):
+                    return await openai_native.relay_stream(request, door, opened)
+                return await _stream(request, door, opened, base, name, turn, store)
+        result = await route(door, plan, completion_id=response_id)
+        if isinstance(result, NativeAnswer):
+            return openai_native.answer(door, result)
         response = tr.response_from_completion(
             result.body, body, response_id=response_id, created_at=created, usage=result.usage
         )
         if store:
-            db.save(response=response, persona=name, items=conversation)
+            db.save(response=response, persona=name, items=turn.conversation)
         return web.Response(
             body=orjson.dumps(response), content_type="application/json", headers=door.headers
         )
@@ -139,43 +199,43 @@ async def create(request: web.Request) -> web.StreamResponse:
 async def _stream(
     request: web.Request,
     door: Door,
-    chat: dict[str, Any],
+    peeked: PeekedStream,
     base: dict[str, Any],
     persona: str,
-    conversation: list[dict[str, Any]],
+    turn: _Turn,
     store: bool,
 ) -> web.StreamResponse:
-    async with open_stream(door, chat, completion_id=base["id"]) as (stream, chunks, first):
-        base["model"] = stream.model
-        events = tr.ResponsesStream(base)
-        resp = web.StreamResponse(headers={**SSE_HEADERS, **door.headers})
-        await resp.prepare(request)
-        write = resp.write
-        finished = False
-        try:
-            for event in events.start() + events.feed(first):
+    stream = peeked.stream
+    base["model"] = stream.model
+    events = tr.ResponsesStream(base)
+    resp = web.StreamResponse(headers={**SSE_HEADERS, **door.headers})
+    await resp.prepare(request)
+    write = resp.write
+    finished = False
+    try:
+        for event in events.start() + events.feed(peeked.first):
+            await write(_sse(event))
+        async for chunk in chunks_of(peeked):
+            for event in events.feed(chunk):
                 await write(_sse(event))
-            async for chunk in chunks:
-                for event in events.feed(chunk):
-                    await write(_sse(event))
-            for event in events.finish(stream.usage, stream.finish_reason):
-                await write(_sse(event))
-            finished = True
-        except ProxyError as exc:
-            # After the status line: response.failed in-band (what the SDK raises on).
-            door.rec.fail(exc)
-            for event in events.fail(exc.code, exc.message):
-                await write(_sse(event))
-        finally:
-            door.rec.finish_reason = stream.finish_reason
-            door.rec.add_usage(stream.usage)
-            door.upstream_model(stream.model)
-        if finished and store:
-            request.app[RESPONSE_STORE].save(
-                response=events.response, persona=persona, items=conversation
-            )
-        await resp.write_eof()
-        return resp
+        for event in events.finish(stream.usage, stream.finish_reason):
+            await write(_sse(event))
+        finished = True
+    except ProxyError as exc:
+        # After the status line: response.failed in-band (what the SDK raises on).
+        door.rec.fail(exc)
+        for event in events.fail(exc.code, exc.message):
+            await write(_sse(event))
+    finally:
+        door.rec.finish_reason = stream.finish_reason
+        door.rec.add_usage(stream.usage)
+        door.upstream_model(stream.model)
+    if finished and store:
+        request.app[RESPONSE_STORE].save(
+            response=events.response, persona=persona, items=turn.conversation
+        )
+    await resp.write_eof()
+    return resp
 
 
 async def retrieve(request: web.Request) -> web.Response:
