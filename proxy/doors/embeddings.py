@@ -6,8 +6,11 @@ provider has embeddings (docs/design.md, "More front doors").
 * ``gemini`` (Developer API): ``batchEmbedContents``, ``dimensions`` as
   ``outputDimensionality``; token counts are estimated (Gemini reports none).
 * ``echo``: deterministic unit vectors from the text (translators/embeddings.py).
-* anything else: 400 ``unsupported_capability``.
+* anything else: skipped (``capability_missing``) for a fallback that has embeddings, else
+  400 ``unsupported_capability``.
 
+Each of those is one try of the router (proxy/router.py), so retries, the breaker per provider
+and model, fallbacks down the persona's chain and attempt rows apply as on chat.
 The row's ``id`` is the ``x-request-id`` (an embeddings answer carries no id of its own).
 """
 
@@ -15,26 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from random import getrandbits
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from proxy.doors.common import Door, read_json
+from proxy.doors.common import Door, read_json, route
+from proxy.doors.passthrough import model_of, post_json
 from proxy.errors import InvalidRequest, ProxyError, UpstreamError, json_error
-from proxy.providers.base import (
-    Provider,
-    parse_error_body,
-    raise_for_upstream_status,
-    translating_errors,
-)
+from proxy.providers.base import translating_errors
+from proxy.router import Candidate, RouteContext
 from translators import embeddings as tr
 from translators.base import TranslationError
 
 log = logging.getLogger(__name__)
-
-EMBEDDING_PROVIDERS = frozenset({"openai", "gemini", "echo"})
 
 
 def setup_routes(app: web.Application) -> None:
@@ -42,13 +42,81 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/embeddings", embeddings)
 
 
-def unsupported(provider: Provider, persona: str) -> ProxyError:
-    return InvalidRequest(
-        f"Persona {persona!r} (provider {provider.name!r}, type {provider.type!r}) has no "
-        "embeddings; personas on openai, gemini or echo providers do.",
-        code="unsupported_capability",
-        param="model",
-    )
+@dataclass(slots=True)
+class Embedded:
+    """One try's answer: the upstream's bytes and usage (openai, relayed as they are) or the
+    vectors and the prompt tokens counted for them (gemini, echo). ``model`` names the upstream
+    model for the attempt row and ``x-upstream-model``."""
+
+    model: str
+    raw: bytes | None = None
+    usage: dict[str, Any] | None = None
+    vectors: list[list[float]] | None = None
+    prompt_tokens: int = 0
+
+
+class EmbeddingsPlan:
+    """The embeddings tries on the persona's chain (a :class:`proxy.router.Plan`), by each
+    candidate's provider type."""
+
+    __slots__ = ("body", "texts", "tokens")
+
+    def __init__(
+        self, body: dict[str, Any], texts: list[str] | None, tokens: list[list[int]] | None
+    ) -> None:
+        self.body, self.texts, self.tokens = body, texts, tokens
+
+    def gap(self, cand: Candidate) -> tuple[str, str] | None:
+        kind = cand.provider.type
+        if kind in ("openai", "echo"):
+            return None
+        if kind == "gemini" and getattr(cand.provider, "vertex", None) is None:
+            return None if self.texts is not None else ("token arrays as input", "input")
+        return "embeddings", "model"
+
+    def prepare(self, cand: Candidate, ctx: RouteContext) -> Callable[[], Awaitable[Embedded]]:
+        provider: Any = cand.provider
+        model = cand.persona.model
+        body, texts, tokens = self.body, self.texts, self.tokens
+        if provider.type == "openai":
+            url = provider.config.base_url.rstrip("/") + "/embeddings"
+            data = orjson.dumps({**body, "model": model})
+
+            async def openai_once() -> Embedded:
+                # Pass-through: only ``model`` changes; the answer's bytes go back untouched.
+                raw, answer = await post_json(
+                    provider, url, data, provider._headers(), "list of embeddings"
+                )
+                usage = answer.get("usage")
+                return Embedded(
+                    model_of(answer.get("model"), model, provider.name),
+                    raw=raw,
+                    usage=usage if isinstance(usage, dict) else {},
+                )
+
+            return openai_once
+        if provider.type == "gemini":
+            assert texts is not None  # gap() skipped it otherwise
+
+            async def gemini_once() -> Embedded:
+                vectors = await _gemini(provider, texts, model, body.get("dimensions"))
+                return Embedded(model, vectors=vectors, prompt_tokens=tr.estimate_tokens(texts))
+
+            return gemini_once
+
+        async def echo_once() -> Embedded:
+            dims = body.get("dimensions") or tr.ECHO_DIMENSIONS
+            inputs = texts if texts is not None else [" ".join(map(str, t)) for t in tokens or []]
+            counted = (
+                sum(len(t.split()) for t in texts)
+                if texts is not None
+                else sum(len(t) for t in tokens or [])
+            )
+            return Embedded(
+                model, vectors=[tr.echo_vector(t, dims) for t in inputs], prompt_tokens=counted
+            )
+
+        return echo_once
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
@@ -60,39 +128,29 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
             texts, tokens = tr.parse_input(body)
         except TranslationError as exc:
             raise InvalidRequest(exc.message, param=exc.param) from None
-        name, persona, provider = door.resolve(request, body.get("model"))
+        door.resolve(request, body.get("model"))
         await door.admit(
             tr.estimate_tokens(texts) if texts is not None else sum(map(len, tokens or []))
         )
-        if provider.type == "openai":
-            return await _openai(door, provider, body, persona.model)
-        if provider.type == "gemini" and getattr(provider, "vertex", None) is None:
-            if texts is None:
-                raise InvalidRequest(
-                    "Token arrays as 'input' need an openai persona; Gemini embeds text only.",
-                    param="input",
-                    code="unsupported_capability",
-                )
-            vectors = await _gemini(provider, texts, persona.model, body.get("dimensions"))
-            prompt_tokens = tr.estimate_tokens(texts)
-        elif provider.type == "echo":
-            dims = body.get("dimensions") or tr.ECHO_DIMENSIONS
-            inputs = texts if texts is not None else [" ".join(map(str, t)) for t in tokens or []]
-            vectors = [tr.echo_vector(t, dims) for t in inputs]
-            prompt_tokens = (
-                sum(len(t.split()) for t in texts)
-                if texts is not None
-                else sum(len(t) for t in tokens or [])
+        done: Embedded = await route(
+            door, EmbeddingsPlan(body, texts, tokens), completion_id=request_id
+        )
+        door.upstream_model(done.model)
+        rec = door.rec
+        rec.completion_tokens = 0
+        if done.raw is not None:
+            usage = done.usage or {}
+            rec.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            rec.total_tokens = int(usage.get("total_tokens") or rec.prompt_tokens)
+            rec.usage_json = orjson.dumps(usage).decode() if usage else None
+            return web.Response(
+                body=done.raw, content_type="application/json", headers=door.headers
             )
-        else:
-            raise unsupported(provider, name)
-        door.upstream_model(persona.model)
-        door.rec.prompt_tokens = door.rec.total_tokens = prompt_tokens
-        door.rec.completion_tokens = 0
+        rec.prompt_tokens = rec.total_tokens = done.prompt_tokens
         answer = tr.response(
-            vectors,
-            model=persona.model,
-            prompt_tokens=prompt_tokens,
+            done.vectors or [],
+            model=done.model,
+            prompt_tokens=done.prompt_tokens,
             encoding_format=body.get("encoding_format"),
         )
         return web.Response(
@@ -111,33 +169,6 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         return json_error(err, headers=door.headers)
     finally:
         await door.finish()
-
-
-async def _openai(door: Door, provider: Any, body: dict[str, Any], model: str) -> web.Response:
-    """Pass-through: only ``model`` changes; the answer's bytes go back untouched."""
-    url = provider.config.base_url.rstrip("/") + "/embeddings"
-    with translating_errors(provider.name):
-        async with provider.session.post(
-            url,
-            data=orjson.dumps({**body, "model": model}),
-            headers=provider._headers(),
-            timeout=provider.timeout,
-        ) as resp:
-            await raise_for_upstream_status(resp, provider=provider.name, parse=parse_error_body)
-            raw = await resp.read()
-        answer = orjson.loads(raw)
-    if not isinstance(answer, dict):
-        raise UpstreamError(
-            f"upstream provider {provider.name!r} sent an embeddings answer that is not an object",
-            code="upstream_bad_response",
-        )
-    door.upstream_model(str(answer.get("model") or model))
-    usage = answer.get("usage") or {}
-    door.rec.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-    door.rec.total_tokens = int(usage.get("total_tokens") or door.rec.prompt_tokens)
-    door.rec.completion_tokens = 0
-    door.rec.usage_json = orjson.dumps(usage).decode() if usage else None
-    return web.Response(body=raw, content_type="application/json", headers=door.headers)
 
 
 async def _gemini(
