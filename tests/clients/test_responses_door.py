@@ -340,3 +340,29 @@ def test_stored_responses_live_in_the_usage_store(matrix: Matrix) -> None:
     assert items[1]["role"] == "assistant" and items[1]["content"][0]["text"] == "remember me"
     assert json.loads(row["response_json"])["output"][0]["content"][0]["text"] == "and me"
     assert row["expires_at"] > row["created_at"]
+
+
+def test_concurrent_stored_responses_are_all_written_and_retrievable(matrix: Matrix) -> None:
+    """Responses stored together are written in batches (proxy/doors/responses_store.py): each
+    is in the table afterwards and retrievable by id."""
+    import sqlite3
+
+    from proxy.doors.responses_store import RESPONSE_STORE
+
+    env = matrix.envs["echo"]
+
+    async def burst() -> list[str]:
+        async with openai.AsyncOpenAI(base_url=env.proxy.base_url, api_key="k", max_retries=0) as c:
+            made = await asyncio.gather(
+                *(c.responses.create(model=env.persona, input=f"turn {i}") for i in range(8))
+            )
+        return [r.id for r in made]
+
+    ids = asyncio.run(burst())
+    env.proxy.bg.run(env.proxy.app[RESPONSE_STORE].flush())
+    with sqlite3.connect(env.proxy.db_path) as db:
+        marks = ",".join("?" * len(ids))
+        stored = db.execute(f"SELECT id FROM responses WHERE id IN ({marks})", ids).fetchall()
+    assert sorted(i for (i,) in stored) == sorted(ids)
+    c = client(env)
+    assert c.responses.retrieve(ids[3]).output_text == "turn 3"
