@@ -303,11 +303,21 @@ class Router:
             name: tuple(candidates[n] for n in fallback_chain(settings, name))
             for name in settings.personas
         }
+        self._chain_has: dict[tuple[str, Callable[[Candidate], bool]], bool] = {}
         # What any persona of a chain lacks: a request is inspected only for those.
         self.chain_lacking: dict[str, frozenset[str]] = {
             name: frozenset().union(*(c.lacking for c in chain))
             for name, chain in self.chains.items()
         }
+
+    def chain_has(self, persona: str, test: Callable[[Candidate], bool]) -> bool:
+        """Whether some candidate of ``persona``'s chain passes ``test`` (a door's "speaks my
+        format"), remembered for this config: a door asks on every request."""
+        key = (persona, test)
+        found = self._chain_has.get(key)
+        if found is None:
+            found = self._chain_has[key] = any(test(c) for c in self.chains[persona])
+        return found
 
     def chat_plan(
         self, persona: str, body: dict[str, Any], once: Callable[[Provider, Call], Awaitable[T]]

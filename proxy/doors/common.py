@@ -39,6 +39,7 @@ __all__ = [
     "Door",
     "DoorPlan",
     "chunks_of",
+    "door_plan",
     "open_route",
     "read_json",
     "route",
@@ -197,7 +198,32 @@ class DoorPlan:
 
 def has_native(door: Door, is_native: Callable[[Candidate], bool]) -> bool:
     """Whether some candidate of the door's chain takes the door's format as it is."""
-    return any(is_native(c) for c in door.runtime.router.chains[door.name])
+    return door.runtime.router.chain_has(door.name, is_native)
+
+
+def door_plan(
+    door: Door,
+    *,
+    is_native: Callable[[Candidate], bool],
+    native: Callable[[Candidate], Callable[[], Awaitable[Any]]],
+    once: Callable[[Provider, Call], Awaitable[Any]],
+    chat: dict[str, Any] | None,
+    translate: Callable[[], dict[str, Any]],
+    native_gap: tuple[str, str] | None = None,
+) -> Any:
+    """The door's :class:`DoorPlan`, or chat's own plan when no candidate of the chain is native
+    (the usual translated request pays nothing for a pass-through it cannot use)."""
+    if chat is not None and not has_native(door, is_native):
+        return door.runtime.router.chat_plan(door.name, chat, once)
+    return DoorPlan(
+        door,
+        is_native=is_native,
+        native=native,
+        once=once,
+        chat=chat,
+        translate=translate,
+        native_gap=native_gap,
+    )
 
 
 def _context(door: Door, completion_id: str) -> RouteContext:

@@ -27,8 +27,8 @@ from aiohttp import web
 from proxy.doors import anthropic_native
 from proxy.doors.common import (
     Door,
-    DoorPlan,
     chunks_of,
+    door_plan,
     has_native,
     open_route,
     read_json,
@@ -164,7 +164,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
                 if not has_native(door, is_native):
                     raise InvalidRequest(exc.message, param=exc.param) from None
             await door.admit(lambda: estimate_chat_tokens(chat) if chat else estimate_tokens(body))
-        plan = DoorPlan(
+        plan = door_plan(
             door,
             is_native=is_native,
             native=anthropic_native.tries(request, body, stream=stream),
@@ -199,7 +199,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(
-    request: web.Request, door: Door, plan: DoorPlan, message_id: str
+    request: web.Request, door: Door, plan: Any, message_id: str
 ) -> web.StreamResponse:
     async with open_route(door, plan, completion_id=message_id) as opened:
         if isinstance(opened, NativeStream):

@@ -26,8 +26,8 @@ from aiohttp import web
 from proxy.doors import openai_native, responses_store
 from proxy.doors.common import (
     Door,
-    DoorPlan,
     chunks_of,
+    door_plan,
     has_native,
     open_route,
     read_json,
@@ -149,7 +149,7 @@ async def create(request: web.Request) -> web.StreamResponse:
                     else max(1, len(orjson.dumps(body.get("input"))) // 4)
                 )
             )
-        plan = DoorPlan(
+        plan = door_plan(
             door,
             is_native=openai_native.is_native,
             native=openai_native.tries(body, stream=stream),
