@@ -220,6 +220,14 @@ class _SqliteTx(Database):
 # PostgreSQL (asyncpg)
 
 
+async def _keep_session(conn: Any) -> None:
+    """The pool's ``reset`` hook: nothing to undo. asyncpg's default runs ``SELECT
+    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` on every release, one more round
+    trip (and server work) per statement through the pool. Nothing here leaves session state
+    behind: no SET, LISTEN or cursors, and the one advisory lock (migrations) is
+    transaction-scoped. asyncpg still rolls back a transaction left open before this runs."""
+
+
 class PostgresDatabase(Database):
     """An asyncpg pool. asyncpg prepares (and caches) each statement per connection."""
 
@@ -234,7 +242,11 @@ class PostgresDatabase(Database):
         import asyncpg  # noqa: PLC0415
 
         self._pool = await asyncpg.create_pool(
-            self.url, min_size=self._min, max_size=self._max, command_timeout=60
+            self.url,
+            min_size=self._min,
+            max_size=self._max,
+            command_timeout=60,
+            reset=_keep_session,
         )
         return self
 
