@@ -258,3 +258,128 @@ def test_processes_starting_at_once_share_the_store(database):
         return n["n"], m["n"]
 
     assert asyncio.run(count()) == (800, len(MIGRATIONS))
+
+
+def _full_record(i: int, text: str) -> UsageRecord:
+    rec = record(
+        i,
+        status="error",
+        http_status=None,
+        error_type="api_error",
+        error_code="upstream_error",
+        error_message=text,
+        finish_reason=None,
+        prompt_tokens=None,
+        completion_tokens=7,
+        cost_usd=None,
+        latency_ms=12.5,
+        client=text[:20],
+        usage_json='{"note": "' + text + '"}',
+        api="responses",
+    )
+    rec.stream = True
+    rec.attempt_rows = [
+        AttemptRecord(1, text, "a", None, "failed", None, "upstream_timeout", None),
+        AttemptRecord(2, "p", "b", "m", "ok", 200, None, 3.25),
+    ]
+    return rec
+
+
+def test_a_thousand_rows_with_nulls_and_unicode_arrive_intact(database):
+    """The writer's bulk path (COPY on PostgreSQL, 500-row transactions; upserts on SQLite)
+    stores a 1000-row batch with NULLs, unicode and attempts exactly as given."""
+    texts = ["plain", "émoji 🎉 and 中文, עברית", "tab\there\nnewline \\N", "", "'quote\""]
+
+    async def main():
+        writer = UsageWriter(database, batch_window=5.0)  # one batch: flush() cuts it short
+        await writer.start()
+        for i in range(1000):
+            writer.record(_full_record(i, texts[i % len(texts)]))
+        await writer.flush()
+        db = writer.db
+        rows = {r["id"]: r for r in await db.fetch("SELECT * FROM requests")}
+        attempts = await db.fetch("SELECT * FROM attempts")
+        counts = writer.written, writer.lost
+        await writer.close()
+        return rows, attempts, counts
+
+    rows, attempts, counts = asyncio.run(main())
+    assert counts == (1000, 0)
+    assert len(rows) == 1000 and len(attempts) == 2000
+    for i in (0, 1, 2, 3, 4, 999):
+        row, text = rows[f"chatcmpl-{i}"], texts[i % len(texts)]
+        assert row["error_message"] == text and row["client"] == text[:20]
+        assert row["usage_json"] == '{"note": "' + text + '"}'
+        assert row["http_status"] is None and row["prompt_tokens"] is None
+        assert row["finish_reason"] is None and row["cost_usd"] is None
+        assert row["completion_tokens"] == 7 and row["latency_ms"] == 12.5
+        assert row["stream"] == 1 and row["api"] == "responses"
+    by_key = {(a["request_id"], a["n"]): a for a in attempts}
+    first = by_key[("chatcmpl-1", 1)]
+    assert first["persona"] == texts[1] and first["model"] is None
+    assert first["http_status"] is None and first["latency_ms"] is None
+    assert by_key[("chatcmpl-1", 2)]["latency_ms"] == 3.25
+
+
+def test_copy_refused_by_one_row_loses_only_that_row(pg_url, caplog):
+    """A row PostgreSQL refuses inside a COPY batch aborts the COPY; the batch is written again
+    as upserts (then row by row), so only the refused row is lost, and a request recorded
+    again in a later batch (its id already stored: COPY refuses) replaces its row."""
+
+    async def main():
+        writer = UsageWriter(pg_url, batch_window=5.0)
+        await writer.start()
+        db = writer.db
+        await db.execute("ALTER TABLE requests ADD CONSTRAINT refuse CHECK (persona <> 'refused')")
+        for i in range(600):  # two COPY transactions: 500 rows, then 100 with the refused one
+            rec = _full_record(i, "x")
+            if i == 550:
+                rec.persona = "refused"
+            writer.record(rec)
+        await writer.flush()
+        again = _full_record(3, "recorded again")
+        again.attempt_rows = again.attempt_rows[:1]
+        again.attempt_rows[0].outcome = "skipped"
+        writer.record(again)
+        await writer.flush()
+        rows = {r["id"]: r for r in await db.fetch("SELECT id, error_message FROM requests")}
+        attempts = await db.fetch("SELECT * FROM attempts WHERE request_id = 'chatcmpl-3'")
+        counts = writer.written, writer.lost
+        await writer.close()
+        return rows, attempts, counts
+
+    with caplog.at_level("INFO", logger="proxy.usage.store"):
+        rows, attempts, (written, lost) = asyncio.run(main())
+    assert (written, lost) == (600, 1)
+    assert len(rows) == 599 and "chatcmpl-550" not in rows
+    assert rows["chatcmpl-3"]["error_message"] == "recorded again"
+    assert {a["n"]: a["outcome"] for a in attempts} == {1: "skipped", 2: "ok"}
+    refused = [r.getMessage() for r in caplog.records if "COPY of" in r.getMessage()]
+    assert refused == [
+        "usage: COPY of 100 rows refused (CheckViolationError); upserting them instead",
+        "usage: COPY of 1 rows refused (UniqueViolationError); upserting them instead",
+    ]
+    levels = [r.levelname for r in caplog.records if "COPY of" in r.getMessage()]
+    assert levels == ["WARNING", "INFO"]
+
+
+def test_append_is_insert_only_on_both_backends(database):
+    """``Database.append``: new keys go in; an existing key fails the call and, inside a
+    transaction, nothing of it stays."""
+
+    async def main():
+        db = await _open(database)
+        cols = ["name", "key_hash", "rpm", "budget_usd"]
+        async with db.transaction() as tx:
+            await tx.append("client_keys", cols, [("a", "h1", 1, 0.5), ("b", "h2", None, None)])
+        with pytest.raises(Exception, match="(?i)unique"):
+            async with db.transaction() as tx:
+                await tx.append("client_keys", cols, [("c", "h3", 3, None), ("a", "h4", 4, None)])
+        rows = await db.fetch("SELECT name, rpm, budget_usd FROM client_keys ORDER BY name")
+        await db.close()
+        return rows
+
+    assert asyncio.run(main()) == [
+        {"name": "a", "rpm": 1, "budget_usd": 0.5},
+        {"name": "b", "rpm": None, "budget_usd": None},
+    ]
