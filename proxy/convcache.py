@@ -9,6 +9,13 @@ synchronous :meth:`ConversationCache.get`. :meth:`remember` stores locally at on
 the write to the shared state; the provider's ``settle`` hook awaits it (:meth:`drain`) before
 the answer, or the end of the stream, reaches the client, so a next turn on another replica
 always finds it.
+
+Knowing that there is nothing is remembered too, locally only: a key the shared state did not
+have when a follow-up turn asked for it, and a turn this process answered with nothing worth
+keeping (:meth:`remember_nothing`: tool calls without thinking blocks or signatures). Both are
+final (the turn's writer drained before its client could send the next turn), so a tool-using
+conversation without thinking costs one round trip per new turn and process at most, not one
+per turn of its history on every request (issue 14, "Performance").
 Without a bound state (unit tests, a provider used on its own) it is the local LRU alone.
 """
 
@@ -26,6 +33,7 @@ log = logging.getLogger(__name__)
 
 CONVERSATION_TTL_S = 6 * 3600.0  # a conversation idle longer than this starts over
 LOCAL_SIZE = 10_000
+_NOTHING = object()  # a local entry: this key has nothing, known without asking
 
 
 class ConversationCache:
@@ -54,9 +62,10 @@ class ConversationCache:
 
     def get(self, key: str) -> Any:
         value = self._local.get(key)
-        if value is not None:
-            self._local.move_to_end(key)
-        return value
+        if value is None:
+            return None
+        self._local.move_to_end(key)
+        return None if value is _NOTHING else value
 
     def _put_local(self, key: str, value: Any) -> None:
         self._local[key] = value
@@ -77,9 +86,17 @@ class ConversationCache:
             log.warning("conversation cache %s: shared state unavailable", self.namespace)
             return
         for key, raw in zip(missing, values, strict=True):
-            if raw is not None:
+            if raw is None:
+                self._put_local(key, _NOTHING)
+            else:
                 value = orjson.loads(raw)
                 self._put_local(key, self.decode(value) if self.decode else value)
+
+    def remember_nothing(self, key: str) -> None:
+        """The turn keyed ``key`` was answered here with nothing to keep: a later
+        :meth:`prefetch` of it needs no round trip."""
+        if key not in self._local:
+            self._put_local(key, _NOTHING)
 
     def remember(self, key: str, value: Any) -> None:
         """Store ``value`` (JSON-serialisable) under ``key``, locally now, shared soon."""

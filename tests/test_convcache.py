@@ -57,3 +57,39 @@ def test_a_dead_redis_costs_the_lookup_not_the_request():
         await state.close()
 
     asyncio.run(main())
+
+
+def test_knowing_there_is_nothing_costs_no_second_round_trip():
+    """A key Redis did not have, and a turn answered here without anything to keep, are known
+    locally afterwards: a tool-using conversation without thinking does not ask Redis for
+    every turn of its history on every request. Shown by writing the keys behind the cache's
+    back: a cache that asked again would find them."""
+
+    async def main():
+        cfg = StateConfig(redis_url="redis://127.0.0.1:6379/0", key_prefix=f"pp-{uuid.uuid4()}:")
+        state, other = create_state(cfg), create_state(cfg)
+        cache = ConversationCache("anthropic:x")
+        cache.bind(state)
+        await cache.prefetch(["call_missing"])
+        cache.remember_nothing("call_plain")
+        cache.remember("call_kept", [1])
+        cache.remember_nothing("call_kept")  # never hides what was remembered
+        await cache.drain()
+        for key in ("call_missing", "call_plain"):
+            await other.set(f"conv:anthropic:x:{key}", b"[2]", 60)
+        await cache.prefetch(["call_missing", "call_plain", "call_kept"])
+        assert cache.get("call_missing") is None
+        assert cache.get("call_plain") is None
+        assert cache.get("call_kept") == [1]
+        # A cache in another process (no local knowledge) does ask, and finds them.
+        fresh = ConversationCache("anthropic:x")
+        fresh.bind(other)
+        await fresh.prefetch(["call_missing", "call_plain", "call_kept"])
+        assert (fresh.get("call_missing"), fresh.get("call_plain")) == ([2], [2])
+        assert fresh.get("call_kept") == [1]
+        for key in ("call_missing", "call_plain", "call_kept"):
+            await state.delete(f"conv:anthropic:x:{key}")
+        await state.close()
+        await other.close()
+
+    asyncio.run(main())

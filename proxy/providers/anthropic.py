@@ -76,7 +76,10 @@ class AnthropicProvider(HTTPProvider):
         self._dropped_logged: set[str] = set()
 
     def _remember_thinking(self, tool_call_ids: list[str], blocks: list[dict[str, Any]]) -> None:
-        if not tool_call_ids or not blocks:
+        if not tool_call_ids:
+            return
+        if not blocks:
+            self._thinking.remember_nothing(tool_call_ids[0])
             return
         self._thinking.remember(tool_call_ids[0], blocks)
 

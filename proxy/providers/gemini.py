@@ -171,6 +171,7 @@ class GeminiProvider(HTTPProvider):
         for emitted in calls:
             # Calls without a signature or a Gemini id have nothing worth remembering.
             if emitted.signature is None and not emitted.upstream_id:
+                self._calls.remember_nothing(emitted.id)
                 continue
             self._calls.remember(
                 emitted.id, tr.RememberedCall(emitted.signature, emitted.upstream_id, model)
