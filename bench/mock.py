@@ -240,7 +240,10 @@ class MockProtocol(asyncio.Protocol):
         line = head[: head.find(b"\r\n")]
         anthropic = b"/v1/messages" in line
         if not anthropic and b"/chat/completions" not in line:
-            t.write(OK_EMPTY if line.startswith(b"GET") else NOT_FOUND)
+            # GETs (health probes) and OTLP exports (bench/stacks.py points the `on` and `full`
+            # stacks' traces here) succeed, like a collector would answer; anything else is 404.
+            ok = line.startswith(b"GET") or b"/v1/traces" in line
+            t.write(OK_EMPTY if ok else NOT_FOUND)
             return
         if b'"stream":true' not in body and b'"stream": true' not in body:
             t.write(ANTHROPIC_JSON if anthropic else OPENAI_JSON)
