@@ -220,3 +220,73 @@ def test_turns_alternate_replicas_through_redis(signing_fake, tmp_path):
         for key in client.scan_iter(match=prefix + "*"):
             client.delete(key)
         client.close()
+
+
+class PlainToolAnthropic:
+    """Answers a tool call without thinking; keeps every request body it was sent."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        self.app = web.Application()
+        self.app.router.add_post("/v1/messages", self.handle)
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.bodies.append(await request.json())
+        content = [
+            {"type": "tool_use", "id": f"toolu_{secrets.token_hex(8)}", "name": "get_weather",
+             "input": {"city": "Paris"}},
+        ]  # fmt: skip
+        return web.json_response(
+            {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-sonnet-4-5",
+                "content": content,
+                "stop_reason": "tool_use",
+                "usage": {"input_tokens": 5, "output_tokens": 5},
+            }
+        )
+
+
+def test_a_turn_without_thinking_is_not_looked_up_again(bg_loop, start_proxy):
+    """A tool-call turn answered without thinking blocks is known here to have none: the next
+    turn does not ask Redis for it (issue 14, "Performance"). Shown by planting blocks under its
+    key behind the proxy's back: the proxy that answered the turn does not pick them up, a
+    fresh proxy on the same Redis (which must ask) does."""
+    fake = PlainToolAnthropic()
+    runner, fake.url = bg_loop.serve(fake.app)
+    prefix = f"pp-test-{uuid.uuid4().hex[:10]}:"
+    shared = {"state": {"redis_url": "redis://127.0.0.1:6379/0", "key_prefix": prefix}}
+    import redis  # noqa: PLC0415
+
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        a, b = start_proxy(config(fake.url, **shared)), start_proxy(config(fake.url, **shared))
+        messages: list[dict] = [{"role": "user", "content": "Weather in Paris?"}]
+        body = {"model": "coder", "messages": messages, "tools": [TOOL]}
+        with httpx.Client(timeout=30) as http:
+            r = http.post(a.url + "/v1/chat/completions", json=body)
+            assert r.status_code == 200, r.text
+            call = r.json()["choices"][0]["message"]["tool_calls"][0]
+            planted = [{"type": "thinking", "thinking": "planted", "signature": "sig"}]
+            key = f"{prefix}conv:anthropic-thinking:claude:{call['id']}"
+            client.set(key, orjson.dumps(planted), ex=60)
+            messages += [
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": call["id"], "content": "sunny"},
+            ]
+            for proxy in (a, b):
+                r = http.post(proxy.url + "/v1/chat/completions", json=body)
+                assert r.status_code == 200, r.text
+        assert [m["role"] for m in fake.bodies[1]["messages"]] == ["user", "assistant", "user"]
+        assistant_a = fake.bodies[1]["messages"][1]["content"]
+        assistant_b = fake.bodies[2]["messages"][1]["content"]
+        assert [blk["type"] for blk in assistant_a] == ["tool_use"]
+        assert assistant_b[0] == planted[0]
+    finally:
+        for key in client.scan_iter(match=prefix + "*"):
+            client.delete(key)
+        client.close()
+        bg_loop.run(runner.cleanup())
