@@ -28,6 +28,7 @@ import dataclasses
 import functools
 import logging
 import math
+import operator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,12 +199,10 @@ def clamp(rec: UsageRecord) -> None:
         value = getattr(rec, name)
         if value is not None and (type(value) is not float or not 0 <= value <= MAX_COST):
             setattr(rec, name, _float(value))
-    for name in ("id", "created_at", "persona", "provider", "provider_type", "model", "status"):
-        setattr(rec, name, _text(getattr(rec, name)))
-    for name in ("error_type", "finish_reason", "client", "usage_json", "error_message"):
-        setattr(rec, name, _text(getattr(rec, name)))
-    for name in ("error_code", "served_persona", "api"):
-        setattr(rec, name, _text(getattr(rec, name)))
+    for name in _TEXT_COLUMNS:  # set only what changes: most rows have nothing to fix
+        value = getattr(rec, name)
+        if value is not None and (type(value) is not str or len(value) > MAX_TEXT):
+            setattr(rec, name, _text(value))
     rec.stream = bool(rec.stream)
     if rec.id is None:
         rec.id = ""
@@ -213,6 +212,23 @@ def clamp(rec: UsageRecord) -> None:
         rec.attempt_rows = []
 
 
+_TEXT_COLUMNS = (
+    "id",
+    "created_at",
+    "persona",
+    "provider",
+    "provider_type",
+    "model",
+    "status",
+    "error_type",
+    "finish_reason",
+    "client",
+    "usage_json",
+    "error_message",
+    "error_code",
+    "served_persona",
+    "api",
+)
 _priced_errors: set[str] = set()
 
 
@@ -238,9 +254,13 @@ def _fill_cost(rec: UsageRecord) -> None:
             log.exception("pricing %s failed; cost_usd left NULL", key)
 
 
+_row_of = operator.attrgetter(*_COLUMNS)  # every column in one C call
+_STREAM = _COLUMNS.index("stream")
+
+
 def _request_row(rec: UsageRecord) -> tuple[Any, ...]:
-    row = [getattr(rec, c) for c in _COLUMNS]
-    row[_COLUMNS.index("stream")] = int(rec.stream)
+    row = list(_row_of(rec))
+    row[_STREAM] = int(rec.stream)
     return tuple(row)
 
 
