@@ -30,6 +30,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from proxy.state.base import LEASE_S, WINDOW_S, Quota, Standing, StateUnavailable, Verdict
+from proxy.state.redis_pipe import PipeScript, ScriptPipe
 
 log = logging.getLogger(__name__)
 
@@ -41,76 +42,115 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 DOWN_FOR = 1.0  # seconds to fail fast after a failure before trying Redis again
 
-# KEYS: per subject (requests zset, parallel zset, token-bucket hash, spend counter).
+# Each subject (a key, a persona) is one hash, ``rl:<subject>``:
+#   r:<second>, t:<second>   requests admitted and tokens counted in that second (rpm and tpm
+#                            are sliding windows of one-second buckets, like in process);
+#   p:<request id>           a max_parallel slot, valued with its admission time (ms);
+#   rn, tn, pn               the sums of the live r: and t: buckets and the number of p: slots;
+#   ro, to                   the oldest second with a live r: / t: bucket (for the reset times);
+#   sw                       the first live second at the last sweep.
+# A request reads the sums and its own second's buckets (HMGET) and writes them back (HSET): two
+# commands per subject, whatever the rates, where summing every bucket would cost a pass over up
+# to 61 of them. The sweep (drop dead buckets and expired slots, recompute the sums, refresh the
+# hash's TTL) runs when the window has moved since the last one, so at most once a second per
+# subject, and when max_parallel is reached (a slot whose process died expires after the lease).
+# The budget's spend is a counter of its own (its TTL is the end of its period).
+LIB = r"""
+local function sweep(h, first_live, lease_before, ttl)
+  local flat = redis.call('HGETALL', h)
+  local rn, tn, pn, ro, to = 0, 0, 0, false, false
+  local dead = {}
+  for j = 1, #flat, 2 do
+    local f = flat[j]
+    local kind = string.sub(f, 1, 2)
+    if kind == 'p:' then
+      if tonumber(flat[j + 1]) <= lease_before then dead[#dead + 1] = f else pn = pn + 1 end
+    elseif kind == 'r:' or kind == 't:' then
+      local s = tonumber(string.sub(f, 3))
+      if s < first_live then
+        dead[#dead + 1] = f
+      elseif kind == 'r:' then
+        rn = rn + tonumber(flat[j + 1])
+        if not ro or s < ro then ro = s end
+      else
+        tn = tn + tonumber(flat[j + 1])
+        if not to or s < to then to = s end
+      end
+    end
+  end
+  for j = 1, #dead, 1000 do
+    redis.call('HDEL', h, unpack(dead, j, math.min(j + 999, #dead)))
+  end
+  redis.call('HSET', h, 'rn', rn, 'tn', tn, 'pn', pn, 'sw', first_live,
+    'ro', ro or '', 'to', to or '')
+  redis.call('PEXPIRE', h, ttl)
+  return rn, tn, pn, ro, to
+end
+"""
+
+# KEYS: per subject (limits hash, spend counter).
 # ARGV: now_ms, request id, tokens to reserve, window_ms, lease_ms, then per subject
 # rpm, tpm, max_parallel, budget_usd (-1: no such limit).
-# Returns {status (1 admitted, 0 refused, 2 budget counters to seed), refused index,
-# refused by, retry ms, unseeded indexes "0,2", then per subject requests used, requests reset
-# ms, tokens used, tokens reset ms, parallel, spend}.
-ADMIT = """
+# Returns one string of space-separated fields (one bulk reply parses faster than an array):
+# status (1 admitted, 0 refused, 2 budget counters to seed), refused index, refused by ("-":
+# none), retry ms, unseeded indexes ("0,2"; "-": none), then per subject requests used,
+# requests reset ms, tokens used, tokens reset ms, parallel, spend.
+ADMIT = (
+    LIB
+    + r"""
 local now = tonumber(ARGV[1])
 local rid = ARGV[2]
 local tokens = tonumber(ARGV[3])
 local win = tonumber(ARGV[4])
 local lease = tonumber(ARGV[5])
-local n = #KEYS / 4
+local sec = math.floor(now / 1000)
 local first_live = math.floor((now - win) / 1000) + 1
-local stats = {}
-local refused, by, retry = -1, '', 0
+local rk, tk = 'r:' .. sec, 't:' .. sec
+local n = #KEYS / 2
+local subj = {}
+local refused, by, retry = -1, '-', 0
 local unseeded = {}
 for i = 0, n - 1 do
-  local rq, par, tok, bud = KEYS[i*4+1], KEYS[i*4+2], KEYS[i*4+3], KEYS[i*4+4]
+  local h, bud = KEYS[i*2+1], KEYS[i*2+2]
   local a = 5 + i*4
   local rpm, tpm = tonumber(ARGV[a+1]), tonumber(ARGV[a+2])
   local mp, budget = tonumber(ARGV[a+3]), tonumber(ARGV[a+4])
-  local r_used, r_reset, t_used, t_reset, p_used, spend = 0, 0, 0, 0, 0, '0'
-  if rpm >= 0 then
-    redis.call('ZREMRANGEBYSCORE', rq, '-inf', now - win)
-    r_used = redis.call('ZCARD', rq)
-    if r_used > 0 then
-      local oldest = redis.call('ZRANGE', rq, 0, 0, 'WITHSCORES')
-      -- clamped: a script run a little after a later-stamped one sees a newer 'oldest'
-      r_reset = math.min(tonumber(oldest[2]) + win - now, win)
+  local s = {rpm = rpm, tpm = tpm, mp = mp, h = h, rn = 0, tn = 0, pn = 0, rb = 0, tb = 0,
+    r_reset = 0, t_reset = 0, spend = '0'}
+  if rpm >= 0 or tpm >= 0 or mp >= 0 then
+    local v = redis.call('HMGET', h, 'sw', 'rn', 'tn', 'pn', 'ro', 'to', rk, tk)
+    local ro, to
+    s.rn, s.tn, s.pn = tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4]) or 0
+    ro, to = tonumber(v[5]), tonumber(v[6])
+    s.rb, s.tb = tonumber(v[7]) or 0, tonumber(v[8]) or 0
+    if tonumber(v[1]) ~= first_live or (mp >= 0 and s.pn >= mp) then
+      local ttl = win + 2000
+      if mp >= 0 then ttl = math.max(ttl, lease + 2000) end
+      s.rn, s.tn, s.pn, ro, to = sweep(h, first_live, now - lease, ttl)
     end
-  end
-  if tpm >= 0 then
-    local flat = redis.call('HGETALL', tok)
-    local dead = {}
-    local min_sec = nil
-    for j = 1, #flat, 2 do
-      local sec = tonumber(flat[j])
-      if sec < first_live then
-        dead[#dead + 1] = flat[j]
-      else
-        t_used = t_used + tonumber(flat[j + 1])
-        if min_sec == nil or sec < min_sec then min_sec = sec end
-      end
-    end
-    if #dead > 0 then redis.call('HDEL', tok, unpack(dead)) end
-    if min_sec ~= nil then t_reset = math.min(min_sec * 1000 + win - now, win) end
-  end
-  if mp >= 0 then
-    redis.call('ZREMRANGEBYSCORE', par, '-inf', now - lease)
-    p_used = redis.call('ZCARD', par)
+    s.ro, s.to = ro, to
+    -- clamped: a script stamped a little later by another process's clock
+    if ro then s.r_reset = math.min(ro * 1000 + win - now, win) end
+    if to then s.t_reset = math.min(to * 1000 + win - now, win) end
   end
   if refused < 0 then
-    if rpm >= 0 and r_used >= rpm then
-      refused, by, retry = i, 'rpm', r_reset
-    elseif tpm >= 0 and t_used + tokens > tpm then
-      refused, by, retry = i, 'tpm', t_reset
-    elseif mp >= 0 and p_used >= mp then
+    if rpm >= 0 and s.rn >= rpm then
+      refused, by, retry = i, 'rpm', s.r_reset
+    elseif tpm >= 0 and s.tn + tokens > tpm then
+      refused, by, retry = i, 'tpm', s.t_reset
+    elseif mp >= 0 and s.pn >= mp then
       refused, by, retry = i, 'max_parallel', 1000
     elseif budget >= 0 then
       local v = redis.call('GET', bud)
       if not v then
         unseeded[#unseeded + 1] = tostring(i)
       else
-        spend = v
+        s.spend = v
         if tonumber(v) >= budget then refused, by, retry = i, 'budget', 0 end
       end
     end
   end
-  stats[i + 1] = {r_used, r_reset, t_used, t_reset, p_used, spend, rpm, tpm, mp}
+  subj[i + 1] = s
 end
 local status = 1
 if refused >= 0 then
@@ -118,41 +158,50 @@ if refused >= 0 then
 elseif #unseeded > 0 then
   status = 2
 else
-  local sec = math.floor(now / 1000)
-  for i = 0, n - 1 do
-    local rq, par, tok = KEYS[i*4+1], KEYS[i*4+2], KEYS[i*4+3]
-    local s = stats[i + 1]
-    if s[7] >= 0 then
-      redis.call('ZADD', rq, now, rid)
-      redis.call('PEXPIRE', rq, win + 1000)
-      if s[1] == 0 then s[2] = win end
-      s[1] = s[1] + 1
+  for i = 1, n do
+    local s = subj[i]
+    local set = {}
+    if s.rpm >= 0 then
+      if s.rn == 0 or not s.ro then s.r_reset = sec * 1000 + win - now end
+      s.rn = s.rn + 1
+      set[#set + 1] = 'rn'; set[#set + 1] = s.rn
+      set[#set + 1] = rk; set[#set + 1] = s.rb + 1
+      if not s.ro or s.ro > sec then set[#set + 1] = 'ro'; set[#set + 1] = sec end
     end
-    if s[9] >= 0 then
-      redis.call('ZADD', par, now, rid)
-      redis.call('PEXPIRE', par, lease)
-      s[5] = s[5] + 1
+    if s.tpm >= 0 and tokens > 0 then
+      if s.tn == 0 or not s.to then s.t_reset = sec * 1000 + win - now end
+      s.tn = s.tn + tokens
+      set[#set + 1] = 'tn'; set[#set + 1] = s.tn
+      set[#set + 1] = tk; set[#set + 1] = s.tb + tokens
+      if not s.to or s.to > sec then set[#set + 1] = 'to'; set[#set + 1] = sec end
     end
-    if s[8] >= 0 and tokens > 0 then
-      redis.call('HINCRBY', tok, sec, tokens)
-      redis.call('PEXPIRE', tok, win + 2000)
-      if s[3] == 0 then s[4] = sec * 1000 + win - now end
-      s[3] = s[3] + tokens
+    if s.mp >= 0 then
+      s.pn = s.pn + 1
+      set[#set + 1] = 'pn'; set[#set + 1] = s.pn
+      set[#set + 1] = 'p:' .. rid; set[#set + 1] = now
     end
+    if #set > 0 then redis.call('HSET', s.h, unpack(set)) end
   end
 end
-local out = {status, refused, by, retry, table.concat(unseeded, ',')}
+local u = '-'
+if #unseeded > 0 then u = table.concat(unseeded, ',') end
+local out = {status, refused, by, retry, u}
 for i = 1, n do
-  local s = stats[i]
-  for k = 1, 6 do out[#out + 1] = s[k] end
+  local s = subj[i]
+  out[#out + 1] = string.format('%d %d %d %d %d %s', s.rn, s.r_reset, s.tn, s.t_reset, s.pn,
+    s.spend)
 end
-return out
+return table.concat(out, ' ')
 """
+)
 
-# KEYS: per subject (parallel zset, token-bucket hash, spend counter).
+# KEYS: per subject (limits hash, spend counter).
 # ARGV: now_ms, request id, admitted at ms, reserved tokens, tokens used, cost, window_ms, then
 # per subject three flags ("1"/"0"): has max_parallel, has tpm, has budget.
-SETTLE = """
+# Frees the slot, moves the token reservation to the tokens used (counted in this second), adds
+# the cost to a spend counter that exists (a missing one is seeded from the usage store, which
+# will include this request's row). A hash that has expired is left alone.
+SETTLE = r"""
 local now = tonumber(ARGV[1])
 local rid = ARGV[2]
 local at_sec = math.floor(tonumber(ARGV[3]) / 1000)
@@ -162,18 +211,43 @@ local cost = tonumber(ARGV[6])
 local win = tonumber(ARGV[7])
 local first_live = math.floor((now - win) / 1000) + 1
 local sec = math.floor(now / 1000)
-for i = 0, #KEYS / 3 - 1 do
-  local par, tok, bud = KEYS[i*3+1], KEYS[i*3+2], KEYS[i*3+3]
+local at_live = reserved > 0 and at_sec >= first_live
+for i = 0, #KEYS / 2 - 1 do
+  local h, bud = KEYS[i*2+1], KEYS[i*2+2]
   local a = 7 + i*3
-  if ARGV[a+1] == '1' then redis.call('ZREM', par, rid) end
-  if ARGV[a+2] == '1' then
-    if reserved > 0 and at_sec >= first_live and redis.call('HEXISTS', tok, at_sec) == 1 then
-      redis.call('HINCRBY', tok, at_sec, -reserved)
+  local freed = ARGV[a+1] == '1' and redis.call('HDEL', h, 'p:' .. rid) == 1
+  local tpm = ARGV[a+2] == '1' and (at_live or tokens > 0)
+  if tpm then
+    local at_f, now_f = 't:' .. at_sec, 't:' .. sec
+    local v = redis.call('HMGET', h, 'sw', 'pn', 'tn', 'to', at_f, now_f)
+    if v[1] then
+      local tn = tonumber(v[3]) or 0
+      local set = {}
+      if freed then
+        set[#set + 1] = 'pn'; set[#set + 1] = math.max((tonumber(v[2]) or 1) - 1, 0)
+      end
+      local at_v, now_v = tonumber(v[5]), tonumber(v[6]) or 0
+      if at_live and at_v then
+        local back = math.min(reserved, at_v)
+        tn = tn - back
+        if at_f == now_f then
+          now_v = now_v - back
+        else
+          set[#set + 1] = at_f; set[#set + 1] = at_v - back
+        end
+      end
+      if tokens > 0 then
+        tn = tn + tokens
+        now_v = now_v + tokens
+        local to = tonumber(v[4])
+        if not to or to > sec then set[#set + 1] = 'to'; set[#set + 1] = sec end
+      end
+      set[#set + 1] = 'tn'; set[#set + 1] = math.max(tn, 0)
+      if tokens > 0 or at_f == now_f then set[#set + 1] = now_f; set[#set + 1] = now_v end
+      redis.call('HSET', h, unpack(set))
     end
-    if tokens > 0 then
-      redis.call('HINCRBY', tok, sec, tokens)
-      redis.call('PEXPIRE', tok, win + 2000)
-    end
+  elseif freed and redis.call('HINCRBY', h, 'pn', -1) < 0 then
+    redis.call('HSET', h, 'pn', 0)
   end
   if ARGV[a+3] == '1' and cost > 0 and redis.call('EXISTS', bud) == 1 then
     redis.call('INCRBYFLOAT', bud, ARGV[6])
@@ -202,10 +276,6 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 
-def _num(value: Any) -> float:
-    return float(value.decode() if isinstance(value, bytes) else value)
-
-
 class RedisState:
     """Redis-backed :class:`~proxy.state.base.SharedState`."""
 
@@ -225,6 +295,8 @@ class RedisState:
         self.clock = clock
         self.window_s = window_s
         self.lease_s = lease_s
+        self._window_ms = int(window_s * 1000)
+        self._lease_ms = int(lease_s * 1000)
         self._redis = aioredis.Redis.from_url(
             url,
             socket_timeout=timeout,
@@ -233,11 +305,25 @@ class RedisState:
             health_check_interval=0,
             max_connections=None,
         )
-        self._admit = self._redis.register_script(ADMIT)
-        self._settle = self._redis.register_script(SETTLE)
         self._incr = self._redis.register_script(INCR)
         self._count_event = self._redis.register_script(COUNT_EVENT)
+        self._pipe = ScriptPipe(url, timeout=timeout)
+        self._admit_script = PipeScript(ADMIT)
+        self._settle_script = PipeScript(SETTLE)
         self._down_until = 0.0
+
+    async def _piped(self, what: str, script: PipeScript, keys: list[Any], args: list[Any]) -> Any:
+        if self._down_until and time.monotonic() < self._down_until:
+            raise StateUnavailable(f"Redis at {self._where()} was unreachable moments ago")
+        try:
+            result = await self._pipe.call(script, keys, args)
+        except (RedisError, OSError) as exc:
+            self._down_until = time.monotonic() + DOWN_FOR
+            raise StateUnavailable(
+                f"Redis at {self._where()} failed ({what}): {type(exc).__name__}"
+            ) from None
+        self._down_until = 0.0
+        return result
 
     async def _do(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         if self._down_until and time.monotonic() < self._down_until:
@@ -295,26 +381,19 @@ class RedisState:
         return int(value)
 
     # -- limits -------------------------------------------------------------------------
-    def _subject_keys(self, subject: str) -> tuple[str, str, str]:
-        base = f"{self.prefix}rl:{subject}:"
-        return base + "req", base + "par", base + "tok"
-
-    def _spend_key(self, q: Quota) -> str:
-        return f"{self.prefix}spend:{q.budget_counter or q.subject}"
+    def _keys(self, q: Quota) -> tuple[str, str]:
+        """The subject's limits hash and its budget's spend counter."""
+        return (
+            f"{self.prefix}rl:{q.subject}",
+            f"{self.prefix}spend:{q.budget_counter or q.subject}",
+        )
 
     async def admit(self, quotas: Sequence[Quota], request_id: str, tokens: int) -> Verdict:
         now_ms = int(self.clock() * 1000)
         keys: list[str] = []
-        args: list[Any] = [
-            now_ms,
-            request_id,
-            tokens,
-            int(self.window_s * 1000),
-            int(self.lease_s * 1000),
-        ]
+        args: list[Any] = [now_ms, request_id, tokens, self._window_ms, self._lease_ms]
         for q in quotas:
-            keys.extend(self._subject_keys(q.subject))
-            keys.append(self._spend_key(q))
+            keys.extend(self._keys(q))
             has_budget = q.budget_usd is not None and q.budget_counter is not None
             args.extend(
                 (
@@ -324,27 +403,26 @@ class RedisState:
                     repr(float(q.budget_usd)) if has_budget else -1,  # type: ignore[arg-type]
                 )
             )
-        raw = await self._do("admit", lambda: self._admit(keys=keys, args=args))
-        status, refused, by, retry, unseeded = raw[:5]
+        f = (await self._piped("admit", self._admit_script, keys, args)).split()
+        status = int(f[0])
         verdict = Verdict(
-            admitted=int(status) == 1,
-            refused_index=int(refused),
-            refused_by=by.decode() if isinstance(by, bytes) else str(by),
-            retry_after_ms=max(0, int(retry)),
+            admitted=status == 1,
+            refused_index=int(f[1]),
+            refused_by="" if f[2] == b"-" else f[2].decode(),
+            retry_after_ms=max(0, int(f[3])),
             admitted_at_ms=now_ms,
         )
-        if int(status) == 2:
-            verdict.unseeded = [int(i) for i in unseeded.decode().split(",") if i]
-        for i in range(len(quotas)):
-            s = raw[5 + 6 * i : 11 + 6 * i]
+        if status == 2:
+            verdict.unseeded = [int(i) for i in f[4].split(b",")]
+        for i in range(5, 5 + 6 * len(quotas), 6):
             verdict.standings.append(
                 Standing(
-                    requests_used=int(s[0]),
-                    requests_reset_ms=int(s[1]),
-                    tokens_used=int(s[2]),
-                    tokens_reset_ms=int(s[3]),
-                    parallel=int(s[4]),
-                    spend_usd=_num(s[5]),
+                    requests_used=int(f[i]),
+                    requests_reset_ms=int(f[i + 1]),
+                    tokens_used=int(f[i + 2]),
+                    tokens_reset_ms=int(f[i + 3]),
+                    parallel=int(f[i + 4]),
+                    spend_usd=float(f[i + 5]),
                 )
             )
         return verdict
@@ -366,11 +444,10 @@ class RedisState:
             reserved_tokens,
             tokens,
             f"{cost_usd:.12f}",  # INCRBYFLOAT wants plain decimals
-            int(self.window_s * 1000),
+            self._window_ms,
         ]
         for q in quotas:
-            _, par, tok = self._subject_keys(q.subject)
-            keys.extend((par, tok, self._spend_key(q)))
+            keys.extend(self._keys(q))
             args.extend(
                 (
                     "1" if q.max_parallel is not None else "0",
@@ -378,7 +455,7 @@ class RedisState:
                     "1" if q.budget_counter is not None and q.budget_usd is not None else "0",
                 )
             )
-        await self._do("settle", lambda: self._settle(keys=keys, args=args))
+        await self._piped("settle", self._settle_script, keys, args)
 
     async def seed_spend(self, counter: str, usd: float, ttl_s: float | None) -> None:
         key = f"{self.prefix}spend:{counter}"
@@ -392,4 +469,5 @@ class RedisState:
             return False
 
     async def close(self) -> None:
+        await self._pipe.close()
         await self._redis.aclose()
