@@ -29,7 +29,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -327,51 +327,35 @@ async def release(request: web.Request, rec: UsageRecord) -> None:
                 cost = None
             if cost is not None:
                 rec.cost_usd = float(cost)
-        state = request.app[STATE]
-        settle = _settle_quietly(
-            state.settle(
-                ticket.quotas,
-                rec.id,
-                ticket.verdict.admitted_at_ms,
-                ticket.tokens,
-                rec.total_tokens or 0,
-                float(cost or 0.0),
-            ),
+        # In process the settlement is done on return; with Redis it is queued on the state's
+        # connection and leaves with this loop turn's write: the response does not wait for
+        # it, and any request that arrives later (from this client or another) is admitted
+        # after it, since the admission queues behind it on the same connection.
+        pending = request.app[STATE].settle_soon(
+            ticket.quotas,
             rec.id,
+            ticket.verdict.admitted_at_ms,
+            ticket.tokens,
+            rec.total_tokens or 0,
+            float(cost or 0.0),
         )
-        if getattr(state, "local", False):
-            await settle  # in process: no I/O, done before the response leaves
-        else:
-            # Shared state: the round trip need not delay the response. The settlement is
-            # sent on the loop's next turn, before this client (or any other) can send a
-            # request that the admission script would see first.
-            task = asyncio.create_task(settle)
-            pending = request.app[PENDING_SETTLES]
-            pending.add(task)
-            task.add_done_callback(pending.discard)
+        if pending is not None:
+            pending.add_done_callback(_settled)
+    except StateUnavailable as exc:
+        _warn_state(exc, "release")
     except Exception:
         log.exception("%s: releasing its limits failed", rec.id)
 
 
-async def _settle_quietly(settle: Coroutine[Any, Any, None], request_id: str) -> None:
-    try:
-        await settle
-    except StateUnavailable as exc:
+def _settled(done: asyncio.Future[Any]) -> None:
+    """A settlement ended (the state's close waits for those still on their way)."""
+    if done.cancelled():
+        return
+    exc = done.exception()
+    if isinstance(exc, StateUnavailable):
         _warn_state(exc, "release")
-    except Exception:
-        log.exception("%s: settling its limits failed", request_id)
-
-
-PENDING_SETTLES = web.AppKey("pending_settles", set[asyncio.Task[None]])
-
-
-async def settle_context(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context: settlements still on their way finish before the state closes."""
-    app[PENDING_SETTLES] = set()
-    yield
-    pending = app[PENDING_SETTLES]
-    if pending:
-        await asyncio.wait(list(pending), timeout=5)
+    elif exc is not None:
+        log.error("settling limits failed: %s", type(exc).__name__)
 
 
 async def add_ratelimit_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.governance.auth import auth_middleware
-from proxy.governance.gate import add_ratelimit_headers, settle_context
+from proxy.governance.gate import add_ratelimit_headers
 from proxy.governance.keys import keys_context
 from proxy.governance.routes import setup_keys_routes
 
@@ -16,6 +16,5 @@ def setup_governance(app: web.Application) -> None:
     ``x-ratelimit-*`` headers and ``/admin/keys``."""
     app.middlewares.append(auth_middleware)
     app.cleanup_ctx.append(keys_context)
-    app.cleanup_ctx.append(settle_context)  # closed before the state (appended earlier)
     app.on_response_prepare.append(add_ratelimit_headers)
     setup_keys_routes(app)

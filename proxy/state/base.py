@@ -6,8 +6,8 @@ across processes because every operation that reads and then writes is one Lua s
 Redis runs atomically: https://redis.io/docs/latest/develop/interact/programmability/eval-intro/).
 
 Users:
-- governance (limits and budgets): :meth:`SharedState.admit`, :meth:`SharedState.settle`,
-  :meth:`SharedState.seed_spend`;
+- governance (limits and budgets): :meth:`SharedState.admit`, :meth:`SharedState.settle` (or
+  :meth:`SharedState.settle_soon`, which does not wait), :meth:`SharedState.seed_spend`;
 - conversation caches (thinking blocks, thought signatures): ``get`` / ``set`` with a TTL;
 - the router's circuit breaker: ``incr`` (a counter with a TTL), ``count_event`` (a sliding
   window counter), ``set_if_absent`` (one half-open probe among all processes), ``delete``.
@@ -18,14 +18,31 @@ serving without shared state and refusing (``state.on_failure``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 WINDOW_S = 60.0  # rpm and tpm are sliding 60-second windows (docs/design.md, "Client keys")
 # An in-flight request holds a max_parallel slot at most this long, so a process that dies
 # mid-request cannot hold slots for ever (longer than any provider's default total timeout).
 LEASE_S = 3600.0
+
+
+def window_seconds(now_ms: int, window_ms: int) -> tuple[int, int]:
+    """``(this second, first live second)``. Both implementations count rpm and tpm in
+    one-second buckets (the Redis scripts repeat this arithmetic in Lua): a bucket is in the
+    window while its second is >= the first live one, so a request or a token leaves the window
+    60 to 61 s after it was counted, never sooner, and a window costs at most 61 buckets
+    whatever the rate."""
+    return now_ms // 1000, (now_ms - window_ms) // 1000 + 1
+
+
+def reset_ms(buckets: dict[int, int], now_ms: int, window_ms: int) -> int:
+    """Milliseconds until the oldest live bucket leaves the window (0: none)."""
+    if not buckets:
+        return 0
+    return min(min(buckets) * 1000 + window_ms - now_ms, window_ms)
 
 
 class StateUnavailable(Exception):
@@ -126,6 +143,20 @@ class SharedState(Protocol):
     ) -> None:
         """The request ended: free its parallel slot, replace its token reservation by the
         tokens it used, add its cost to each budget counter that exists."""
+        ...
+
+    def settle_soon(
+        self,
+        quotas: Sequence[Quota],
+        request_id: str,
+        admitted_at_ms: int,
+        reserved_tokens: int,
+        tokens: int,
+        cost_usd: float,
+    ) -> asyncio.Future[Any] | None:
+        """:meth:`settle` without waiting for it: None when it is already done (in process),
+        else a future that ends with it (it fails with :class:`StateUnavailable`). Either way
+        it is on its way before any request that arrives later is admitted."""
         ...
 
     async def seed_spend(self, counter: str, usd: float, ttl_s: float | None) -> None:

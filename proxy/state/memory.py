@@ -10,29 +10,35 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 
-from proxy.state.base import LEASE_S, WINDOW_S, Quota, Standing, Verdict
+from proxy.state.base import (
+    LEASE_S,
+    WINDOW_S,
+    Quota,
+    Standing,
+    Verdict,
+    reset_ms,
+    window_seconds,
+)
 
 SWEEP_EVERY = 1024  # writes between sweeps of expired plain keys
 
 
 class _Subject:
-    """One subject's live counters: request times, parallel holders, token buckets."""
+    """One subject's live counters: one-second buckets of requests and of tokens, parallel
+    holders (the layout of the Redis hash, ``proxy/state/redis_state.py``)."""
 
-    __slots__ = ("requests", "parallel", "buckets")
+    __slots__ = ("requests", "buckets", "parallel")
 
     def __init__(self) -> None:
-        self.requests: deque[int] = deque()  # admission times (ms), oldest first
-        self.parallel: dict[str, int] = {}  # request id -> admission time (ms)
+        self.requests: dict[int, int] = {}  # second -> requests admitted
         self.buckets: dict[int, int] = {}  # second -> tokens (reserved or used)
+        self.parallel: dict[str, int] = {}  # request id -> admission time (ms)
 
 
 class InProcessState:
     """Dicts in this process. ``clock`` (seconds) can be injected by tests."""
-
-    local = True  # no I/O: callers may await it inline
 
     def __init__(
         self,
@@ -44,6 +50,7 @@ class InProcessState:
         self.clock = clock
         self.window_s = window_s
         self.lease_s = lease_s
+        self._window_ms = int(window_s * 1000)
         self._kv: dict[str, tuple[object, float | None]] = {}  # key -> (value, expires at)
         self._events: dict[str, list[float]] = {}
         self._subjects: dict[str, _Subject] = {}
@@ -116,17 +123,15 @@ class InProcessState:
         s = self._subjects.get(name)
         if s is None:
             s = self._subjects[name] = _Subject()
-        window_ms = int(self.window_s * 1000)
-        while s.requests and s.requests[0] <= now_ms - window_ms:
-            s.requests.popleft()
+        _, first_live = window_seconds(now_ms, self._window_ms)
+        for buckets in (s.requests, s.buckets):
+            if buckets and min(buckets) < first_live:
+                for sec in [sec for sec in buckets if sec < first_live]:
+                    del buckets[sec]
         if s.parallel:
             lease_ms = int(self.lease_s * 1000)
             for rid in [r for r, t in s.parallel.items() if t <= now_ms - lease_ms]:
                 del s.parallel[rid]
-        if s.buckets:
-            first_live = (now_ms - window_ms) // 1000 + 1
-            for sec in [sec for sec in s.buckets if sec < first_live]:
-                del s.buckets[sec]
         return s
 
     def _spend_of(self, counter: str) -> float | None:
@@ -140,17 +145,17 @@ class InProcessState:
 
     async def admit(self, quotas: Sequence[Quota], request_id: str, tokens: int) -> Verdict:
         now_ms = int(self.clock() * 1000)
-        window_ms = int(self.window_s * 1000)
+        win = self._window_ms
         verdict = Verdict(admitted=True, admitted_at_ms=now_ms)
         subjects = []
         for i, q in enumerate(quotas):
             s = self._subject(q.subject, now_ms)
             subjects.append(s)
             st = Standing(
-                requests_used=len(s.requests),
-                requests_reset_ms=(s.requests[0] + window_ms - now_ms) if s.requests else 0,
+                requests_used=sum(s.requests.values()),
+                requests_reset_ms=reset_ms(s.requests, now_ms, win),
                 tokens_used=sum(s.buckets.values()),
-                tokens_reset_ms=(min(s.buckets) * 1000 + window_ms - now_ms if s.buckets else 0),
+                tokens_reset_ms=reset_ms(s.buckets, now_ms, win),
                 parallel=len(s.parallel),
             )
             verdict.standings.append(st)
@@ -181,21 +186,19 @@ class InProcessState:
         if not verdict.admitted:
             verdict.unseeded.clear()
             return verdict
-        second = now_ms // 1000
+        sec, _ = window_seconds(now_ms, win)
         for q, s, st in zip(quotas, subjects, verdict.standings, strict=True):
             if q.rpm is not None:
-                s.requests.append(now_ms)
+                s.requests[sec] = s.requests.get(sec, 0) + 1
                 st.requests_used += 1
-                if len(s.requests) == 1:
-                    st.requests_reset_ms = window_ms
+                st.requests_reset_ms = reset_ms(s.requests, now_ms, win)
             if q.max_parallel is not None:
                 s.parallel[request_id] = now_ms
                 st.parallel += 1
             if q.tpm is not None and tokens > 0:
-                if not s.buckets:
-                    st.tokens_reset_ms = second * 1000 + window_ms - now_ms
-                s.buckets[second] = s.buckets.get(second, 0) + tokens
+                s.buckets[sec] = s.buckets.get(sec, 0) + tokens
                 st.tokens_used += tokens
+                st.tokens_reset_ms = reset_ms(s.buckets, now_ms, win)
         return verdict
 
     async def settle(
@@ -207,6 +210,18 @@ class InProcessState:
         tokens: int,
         cost_usd: float,
     ) -> None:
+        self.settle_soon(quotas, request_id, admitted_at_ms, reserved_tokens, tokens, cost_usd)
+
+    def settle_soon(
+        self,
+        quotas: Sequence[Quota],
+        request_id: str,
+        admitted_at_ms: int,
+        reserved_tokens: int,
+        tokens: int,
+        cost_usd: float,
+    ) -> None:
+        """Done on return: nothing here waits."""
         now_ms = int(self.clock() * 1000)
         for q in quotas:
             s = self._subject(q.subject, now_ms)
@@ -215,7 +230,7 @@ class InProcessState:
             if q.tpm is not None:
                 reserved_at = admitted_at_ms // 1000
                 if reserved_tokens and reserved_at in s.buckets:
-                    s.buckets[reserved_at] -= reserved_tokens
+                    s.buckets[reserved_at] = max(s.buckets[reserved_at] - reserved_tokens, 0)
                 if tokens:
                     sec = now_ms // 1000
                     s.buckets[sec] = s.buckets.get(sec, 0) + tokens

@@ -9,17 +9,25 @@ carries every admission and settlement of this process: the calls queued while t
 its other callbacks are packed into one buffer and written once; a reader task resolves each
 caller's future with its own reply (Redis answers in the order it received, so the n-th reply
 is the n-th call's). Each script still runs atomically on the server, so pipelining changes
-nothing about exactness: it only removes round trips.
+nothing about exactness: it removes round trips. One connection also keeps a process's calls
+in order: a settlement queued before an admission reaches Redis before it.
 
 Scripts are called with EVALSHA (the script's SHA1, computed here); a server that does not
 know it (restarted, or ``SCRIPT FLUSH``) answers NOSCRIPT and that call is sent again as
 EVAL, which runs the script and caches it for the next EVALSHA
 (https://redis.io/docs/latest/develop/interact/programmability/eval-intro/).
 
+A call may be *lazy* (a settlement: nobody waits for its reply): it is not written on its own
+but with the next call that is not (an admission), or after ``linger`` seconds at most. A
+process under sequential load then makes one write and one round trip per request, for its
+admission and the previous request's settlement together; the settlement reaches Redis at most
+``linger`` later, as if the request had lasted that much longer.
+
 Bounded waits: connecting (with its handshake) is bounded by ``timeout``; a watchdog fails
 every pending call once the oldest has waited ``timeout`` (a stalled server, a full socket
 buffer) and drops the connection, since later replies could no longer be matched to calls.
-Any connection error fails every pending call likewise; the next call connects again.
+Any connection error fails every pending call likewise, and :class:`FailFast` answers at once
+for a moment before the next attempt to connect.
 """
 
 from __future__ import annotations
@@ -34,24 +42,63 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from proxy.state.base import StateUnavailable
+
+DOWN_FOR = 1.0  # seconds to fail fast after a failure before trying Redis again
+LINGER_S = 0.002  # how long a lazy call may wait for an eager one to share its write
+
+
+class FailFast:
+    """After a failure, :meth:`check` raises at once for ``DOWN_FOR`` seconds instead of
+    letting every request wait for its own timeout."""
+
+    __slots__ = ("where", "until")
+
+    def __init__(self, where: str) -> None:
+        self.where = where  # host:port/db, never the URL (it may carry a password)
+        self.until = 0.0
+
+    def check(self) -> None:
+        if self.until and time.monotonic() < self.until:
+            raise StateUnavailable(f"Redis at {self.where} was unreachable moments ago")
+
+    def failed(self, what: str, exc: BaseException) -> StateUnavailable:
+        self.until = time.monotonic() + DOWN_FOR
+        return StateUnavailable(f"Redis at {self.where} failed ({what}): {type(exc).__name__}")
 
 
 class PipeScript:
-    """A Lua script known by its SHA1 (what EVALSHA names)."""
+    """A Lua script known by its SHA1 (what EVALSHA names); ``name`` is for error messages."""
 
-    __slots__ = ("source", "sha")
+    __slots__ = ("name", "source", "evalsha")
 
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source.encode()
+        sha = hashlib.sha1(self.source).hexdigest().encode()
+        self.evalsha = b"$7\r\nEVALSHA\r\n$40\r\n" + sha + b"\r\n"
+
+
+def _bulk(value: str | int | bytes) -> bytes:
+    b = value if isinstance(value, bytes) else str(value).encode()
+    return b"$%d\r\n%s\r\n" % (len(b), b)
+
+
+def pack_call(script: PipeScript, keys: list[str], args: list[Any], as_eval: bool) -> bytes:
+    """``EVALSHA sha numkeys keys... args...`` (or EVAL with the source) as a RESP array
+    (https://redis.io/docs/latest/develop/reference/protocol-spec/). Done here rather than by
+    the client's generic packer, which costs twice as much for these all-str/int arguments."""
+    head = b"*%d\r\n" % (3 + len(keys) + len(args))
+    cmd = b"$4\r\nEVAL\r\n" + _bulk(script.source) if as_eval else script.evalsha
+    return b"".join((head, cmd, _bulk(len(keys)), *map(_bulk, keys), *map(_bulk, args)))
 
 
 class _Call:
     __slots__ = ("script", "keys", "args", "future", "since", "as_eval")
 
     def __init__(
-        self, script: PipeScript, keys: list[Any], args: list[Any], future: asyncio.Future[Any]
+        self, script: PipeScript, keys: list[str], args: list[Any], future: asyncio.Future[Any]
     ) -> None:
         self.script = script
         self.keys = keys
@@ -63,10 +110,14 @@ class _Call:
 
 class ScriptPipe:
     """One connection, many callers: :meth:`call` queues a script call and returns a future
-    resolved with its reply (or failed with a :class:`redis.exceptions.RedisError`)."""
+    resolved with its reply, or failed with :class:`StateUnavailable`."""
 
-    def __init__(self, url: str, *, timeout: float) -> None:
+    def __init__(
+        self, url: str, *, timeout: float, health: FailFast, linger: float = LINGER_S
+    ) -> None:
         self.timeout = timeout
+        self.health = health
+        self.linger = linger
         # No socket timeout on reads and writes: the watchdog bounds them, with one timer for
         # all calls instead of one per call.
         self._pool = ConnectionPool.from_url(
@@ -83,85 +134,88 @@ class ScriptPipe:
         self._writer: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
-        self.writes = 0  # buffers written (tests read it to see calls coalesce)
+        self._lingering: asyncio.TimerHandle | None = None
+        self.writes = 0  # buffers written: calls / writes is how well calls coalesce
 
-    def call(self, script: PipeScript, keys: list[Any], args: list[Any]) -> asyncio.Future[Any]:
-        """Queue ``EVALSHA script keys args``; it leaves with the other calls of this turn."""
+    def call(
+        self, script: PipeScript, keys: list[str], args: list[Any], *, lazy: bool = False
+    ) -> asyncio.Future[Any]:
+        """Queue ``EVALSHA script keys args``; it leaves with the other calls of this turn
+        (``lazy``: with the next eager call, or ``linger`` seconds from now). Raises
+        :class:`StateUnavailable` at once while :class:`FailFast` says Redis is down."""
+        self.health.check()
         loop = asyncio.get_running_loop()
         c = _Call(script, keys, args, loop.create_future())
         self._queue.append(c)
         if self._writer is None:
             self._writer = loop.create_task(self._run())
-        elif self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
+        elif not lazy:
+            self._flush()
+        elif self._lingering is None:
+            self._lingering = loop.call_later(self.linger, self._flush)
         if self._watchdog is None:
             self._watchdog = loop.call_later(self.timeout, self._check)
         return c.future
 
-    def _pack(self, conn: AbstractConnection, calls: list[_Call]) -> bytes:
-        commands = []
-        for c in calls:
-            if c.as_eval:
-                commands.append(("EVAL", c.script.source, len(c.keys), *c.keys, *c.args))
-            else:
-                commands.append(("EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args))
-        return b"".join(conn.pack_commands(commands))
+    def _flush(self) -> None:
+        """Wake the writer: what is queued leaves on the loop's next turn."""
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
 
     async def _run(self) -> None:
         """Connect, then write whatever is queued, one buffer per loop turn."""
+        loop = asyncio.get_running_loop()
         conn = self._pool.make_connection()
         self._conn = conn
         try:
-            async with asyncio.timeout(self.timeout):  # the handshake reads have no timeout
+            async with asyncio.timeout(self.timeout):  # the handshake's reads have none
                 await conn.connect()
-            self._reader = asyncio.get_running_loop().create_task(self._read(conn))
+            self._reader = loop.create_task(self._read(conn))
             while True:
                 if not self._queue:
-                    self._wake = asyncio.get_running_loop().create_future()
+                    self._wake = loop.create_future()
                     await self._wake
                     continue
                 batch, self._queue = self._queue, []
+                if self._lingering is not None:  # the lazy calls leave with this batch
+                    self._lingering.cancel()
+                    self._lingering = None
                 self._sent.extend(batch)
                 self.writes += 1
-                await conn.send_packed_command(self._pack(conn, batch), check_health=False)
+                data = b"".join([pack_call(c.script, c.keys, c.args, c.as_eval) for c in batch])
+                await conn.send_packed_command(data, check_health=False)
         except asyncio.CancelledError:
             raise
-        except (RedisError, OSError, TimeoutError) as exc:
+        except Exception as exc:  # connection errors, and a bug must not leave callers waiting
             await self._fail(exc)
-        except Exception as exc:  # a bug must not leave callers waiting
-            await self._fail(exc)
-            raise
 
     async def _read(self, conn: AbstractConnection) -> None:
         try:
             while True:
                 try:
                     reply: Any = await conn.read_response()
-                except ResponseError as exc:
+                except ResponseError as exc:  # this call's error; the stream is fine
                     reply = exc
                 if not self._sent:  # a reply nobody asked for: the stream is out of step
-                    raise RedisError("unexpected reply on the limiter's connection")
+                    raise RedisError("unexpected reply")
                 c = self._sent.popleft()
-                if c.future.done():
+                if c.future.done():  # the caller gave up (cancelled)
                     continue
                 if isinstance(reply, NoScriptError) and not c.as_eval:
                     # The server lost its scripts: this call goes again as EVAL (which caches
-                    # the script). Later calls may overtake it; each is atomic on its own.
+                    # the script). Calls already sent behind it get NOSCRIPT too and follow.
                     c.as_eval = True
-                    self._requeue(c)
+                    self._queue.append(c)
+                    self._flush()
                 elif isinstance(reply, Exception):
-                    c.future.set_exception(reply)
+                    c.future.set_exception(self.health.failed(c.script.name, reply))
                 else:
+                    self.health.until = 0.0
                     c.future.set_result(reply)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             await self._fail(exc)
-
-    def _requeue(self, c: _Call) -> None:
-        self._queue.append(c)
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
 
     def _check(self) -> None:
         """The watchdog: fail everything once the oldest pending call is ``timeout`` old."""
@@ -172,12 +226,12 @@ class ScriptPipe:
         waited = time.monotonic() - oldest.since
         loop = asyncio.get_running_loop()
         if waited >= self.timeout:
-            loop.create_task(self._fail(RedisTimeoutError(f"no reply within {self.timeout:g} s")))
+            loop.create_task(self._fail(TimeoutError(f"no reply in {self.timeout:g} s")))
         else:
             self._watchdog = loop.call_later(self.timeout - waited, self._check)
 
     async def _fail(self, exc: BaseException) -> None:
-        """Fail every pending call with ``exc`` and drop the connection."""
+        """Fail every pending call and drop the connection."""
         pending = [*self._sent, *self._queue]
         self._sent.clear()
         self._queue.clear()
@@ -185,13 +239,13 @@ class ScriptPipe:
         tasks = [t for t in (self._writer, self._reader) if t is not None]
         self._writer = self._reader = None
         self._wake = None
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
-        err = exc if isinstance(exc, RedisError) else RedisError(type(exc).__name__)
+        for timer in (self._watchdog, self._lingering):
+            if timer is not None:
+                timer.cancel()
+        self._watchdog = self._lingering = None
         for c in pending:
             if not c.future.done():
-                c.future.set_exception(err)
+                c.future.set_exception(self.health.failed(c.script.name, exc))
         current = asyncio.current_task()
         for t in tasks:
             if t is not current:
@@ -200,5 +254,11 @@ class ScriptPipe:
             await conn.disconnect(nowait=True)
 
     async def close(self) -> None:
-        await self._fail(RedisError("the state is closed"))
+        """Let the calls on their way (settlements sent without waiting) finish, for at most
+        ``timeout``, then close."""
+        pending = [c.future for c in (*self._sent, *self._queue)]
+        if pending:
+            self._flush()
+            await asyncio.wait(pending, timeout=self.timeout)
+        await self._fail(RedisError("closed"))
         await self._pool.aclose()

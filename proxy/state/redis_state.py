@@ -2,13 +2,19 @@
 
 Every operation that reads and then writes is one Lua script: Redis runs a script atomically,
 with no other command in between, so "count, compare, add" cannot race between processes
-(https://redis.io/docs/latest/develop/interact/programmability/eval-intro/). redis-py's
-``Script`` objects send EVALSHA and fall back to EVAL once when the server lacks the script.
+(https://redis.io/docs/latest/develop/interact/programmability/eval-intro/).
+
+The limits' two scripts (admit, settle) travel on one pipelined connection of their own
+(``proxy/state/redis_pipe.py``): one round trip per admission, the settlement sent without
+waiting, and the calls of concurrent requests coalesced into one write. The other operations
+(conversation caches, circuit breakers: off the per-request path) use redis-py's pool, where
+its ``Script`` objects send EVALSHA and fall back to EVAL once when the server lacks the script.
 
 The request path must never hang on a dead or stalled Redis: connect and socket timeouts are
 bounded (``state.timeout``), redis-py's own retries are off (its default retries with a
 backoff of seconds), and after a failure the state answers :class:`StateUnavailable` at once
-for ``DOWN_FOR`` seconds instead of letting every request wait for its own timeout.
+for a second (:class:`~proxy.state.redis_pipe.FailFast`, shared by both paths) instead of
+letting every request wait for its own timeout.
 
 Time comes from this process's clock (injectable in tests), so the replicas' clocks should be
 NTP-synchronised; a skew of a few milliseconds shifts a 60-second window by as much.
@@ -30,7 +36,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from proxy.state.base import LEASE_S, WINDOW_S, Quota, Standing, StateUnavailable, Verdict
-from proxy.state.redis_pipe import PipeScript, ScriptPipe
+from proxy.state.redis_pipe import FailFast, PipeScript, ScriptPipe
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +46,6 @@ log = logging.getLogger(__name__)
 # the module here makes that later import a dictionary lookup.
 
 T = TypeVar("T")
-DOWN_FOR = 1.0  # seconds to fail fast after a failure before trying Redis again
 
 # Each subject (a key, a persona) is one hash, ``rl:<subject>``:
 #   r:<second>, t:<second>   requests admitted and tokens counted in that second (rpm and tpm
@@ -307,44 +312,23 @@ class RedisState:
         )
         self._incr = self._redis.register_script(INCR)
         self._count_event = self._redis.register_script(COUNT_EVENT)
-        self._pipe = ScriptPipe(url, timeout=timeout)
-        self._admit_script = PipeScript(ADMIT)
-        self._settle_script = PipeScript(SETTLE)
-        self._down_until = 0.0
-
-    async def _piped(self, what: str, script: PipeScript, keys: list[Any], args: list[Any]) -> Any:
-        if self._down_until and time.monotonic() < self._down_until:
-            raise StateUnavailable(f"Redis at {self._where()} was unreachable moments ago")
-        try:
-            result = await self._pipe.call(script, keys, args)
-        except (RedisError, OSError) as exc:
-            self._down_until = time.monotonic() + DOWN_FOR
-            raise StateUnavailable(
-                f"Redis at {self._where()} failed ({what}): {type(exc).__name__}"
-            ) from None
-        self._down_until = 0.0
-        return result
+        kw = self._redis.connection_pool.connection_kwargs
+        # host:port/db only: a redis URL may carry a password.
+        where = kw.get("path") or f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+        self._health = FailFast(str(where))
+        self._pipe = ScriptPipe(url, timeout=timeout, health=self._health)
+        self._admit_script = PipeScript("admit", ADMIT)
+        self._settle_script = PipeScript("settle", SETTLE)
 
     async def _do(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        if self._down_until and time.monotonic() < self._down_until:
-            raise StateUnavailable(f"Redis at {self._where()} was unreachable moments ago")
+        self._health.check()
         try:
             async with asyncio.timeout(self.timeout * 2):
                 result = await call()
         except (RedisError, OSError, TimeoutError) as exc:
-            self._down_until = time.monotonic() + DOWN_FOR
-            raise StateUnavailable(
-                f"Redis at {self._where()} failed ({what}): {type(exc).__name__}"
-            ) from None
-        self._down_until = 0.0
+            raise self._health.failed(what, exc) from None
+        self._health.until = 0.0
         return result
-
-    def _where(self) -> str:
-        # host:port/db only: a redis URL may carry a password.
-        kw = self._redis.connection_pool.connection_kwargs
-        if "path" in kw:
-            return str(kw["path"])
-        return f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
 
     def _k(self, key: str) -> str:
         return self.prefix + key
@@ -403,7 +387,7 @@ class RedisState:
                     repr(float(q.budget_usd)) if has_budget else -1,  # type: ignore[arg-type]
                 )
             )
-        f = (await self._piped("admit", self._admit_script, keys, args)).split()
+        f = (await self._pipe.call(self._admit_script, keys, args)).split()
         status = int(f[0])
         verdict = Verdict(
             admitted=status == 1,
@@ -436,6 +420,36 @@ class RedisState:
         tokens: int,
         cost_usd: float,
     ) -> None:
+        await self._settle(
+            quotas, request_id, admitted_at_ms, reserved_tokens, tokens, cost_usd, lazy=False
+        )
+
+    def settle_soon(
+        self,
+        quotas: Sequence[Quota],
+        request_id: str,
+        admitted_at_ms: int,
+        reserved_tokens: int,
+        tokens: int,
+        cost_usd: float,
+    ) -> asyncio.Future[Any]:
+        """Lazy: it leaves with this process's next admission, or 2 ms from now at the latest
+        (``proxy/state/redis_pipe.py``)."""
+        return self._settle(
+            quotas, request_id, admitted_at_ms, reserved_tokens, tokens, cost_usd, lazy=True
+        )
+
+    def _settle(
+        self,
+        quotas: Sequence[Quota],
+        request_id: str,
+        admitted_at_ms: int,
+        reserved_tokens: int,
+        tokens: int,
+        cost_usd: float,
+        *,
+        lazy: bool,
+    ) -> asyncio.Future[Any]:
         keys: list[str] = []
         args: list[Any] = [
             int(self.clock() * 1000),
@@ -455,7 +469,7 @@ class RedisState:
                     "1" if q.budget_counter is not None and q.budget_usd is not None else "0",
                 )
             )
-        await self._piped("settle", self._settle_script, keys, args)
+        return self._pipe.call(self._settle_script, keys, args, lazy=lazy)
 
     async def seed_spend(self, counter: str, usd: float, ttl_s: float | None) -> None:
         key = f"{self.prefix}spend:{counter}"
