@@ -22,16 +22,10 @@ from proxy.governance import gate
 from tests.conftest import BackgroundLoop, ProxyHandle
 from tests.fakes.openai import completion_body
 from tests.fakes.server import FakeUpstream, Reply
-from tests.gov.conftest import REDIS_URL, base_config, burst, one
+from tests.gov.conftest import REDIS_URL, OwnRedis, base_config, burst, free_port, one
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "proc-key-1234567"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
@@ -132,43 +126,6 @@ def test_max_parallel_exact_across_processes(
     statuses = [r[0] for r in results]
     assert statuses.count(200) == 4 and statuses.count(429) == 36, statuses
     assert {r[1]["error"]["code"] for r in results if r[0] == 429} == {"too_many_parallel_requests"}
-
-
-class OwnRedis:
-    """A redis-server of this test's own, on a free port, that the test may stop."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        started = time.monotonic()
-        while time.monotonic() - started < 10:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
-@pytest.fixture
-def own_redis() -> Iterator[OwnRedis]:
-    redis = OwnRedis()
-    redis.start()
-    yield redis
-    redis.stop()
 
 
 def timed(bg: BackgroundLoop, url: str) -> tuple[int, dict[str, Any], dict[str, str], float]:
