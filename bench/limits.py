@@ -13,7 +13,11 @@ persona:
 
 Both are measured like the ``latency`` phase (direct to the mock vs through the proxy,
 alternating rounds) and at a fixed concurrency for throughput and proxy CPU per request. The
-limiter's cost is ``limits-<variant>`` minus ``key-only``.
+limiter's cost is ``limits-<variant>`` minus ``key-only``. For Redis the throughput run also
+reads the server's ``INFO commandstats`` and ``total_reads_processed`` before and after: the
+scripts and the commands inside them per request, and the network reads Redis made per request
+(how well the calls of concurrent requests share writes). They count every client of that
+Redis, so on a shared server other clients' traffic shows in them (``key-only`` shows how much).
 """
 
 from __future__ import annotations
@@ -64,6 +68,34 @@ def _drop_prefix(redis_url: str, prefix: str) -> None:
         client.close()
 
 
+def _redis_counts(redis_url: str) -> dict[str, int]:
+    import redis  # noqa: PLC0415
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        stats = client.info("commandstats")
+        out = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+        out["_reads"] = int(client.info("stats")["total_reads_processed"])
+        return out
+    finally:
+        client.close()
+
+
+def _per_request(before: dict[str, int], after: dict[str, int], requests: int) -> dict[str, float]:
+    """Scripts, commands run inside them and network reads of Redis, per request."""
+    diff = {k: v - before.get(k, 0) for k, v in after.items()}
+    diff.pop("info", None)  # our own INFO calls
+    scripts = sum(v for k, v in diff.items() if k in ("evalsha", "eval"))
+    reads = diff.pop("_reads", 0) - 2  # the two INFO calls of the snapshot
+    inner = sum(v for k, v in diff.items() if k not in ("evalsha", "eval", "script|load"))
+    n = max(requests, 1)
+    return {
+        "scripts": round(scripts / n, 2),
+        "commands_inside": round(inner / n, 2),
+        "reads": round(reads / n, 3),
+    }
+
+
 def phase_limits(
     args: argparse.Namespace,
     workers: int,
@@ -112,9 +144,14 @@ def phase_limits(
             )
             throughput = {}
             for label, target in (("key-only", via_named), (f"limits-{name}", via_limited)):
+                counts = _redis_counts(redis_url) if redis_url else None
                 before = proxy.cpu()
                 res = loader.run(target, THROUGHPUT_CONNS, max(round_secs, 2))
                 used = proxy.cpu() - before
+                if redis_url and counts is not None:
+                    res["redis_per_request"] = _per_request(
+                        counts, _redis_counts(redis_url), res["requests"]
+                    )
                 res["proxy_cpu_us_per_request"] = (
                     round(used / res["requests"] * 1e6, 1) if res["requests"] else None
                 )
@@ -123,6 +160,7 @@ def phase_limits(
                     f"  limits {label:14s} c={THROUGHPUT_CONNS} {res['rps']:7.0f} rps "
                     f"p50 {res['p50_ms']:6.2f} p99 {res['p99_ms']:6.2f} err {res['errors']} "
                     f"cpu/req {res['proxy_cpu_us_per_request']} us"
+                    + (f" redis/req {res['redis_per_request']}" if redis_url else "")
                 )
             limiter = {
                 topo: round(
