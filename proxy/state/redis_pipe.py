@@ -187,7 +187,7 @@ class ScriptPipe:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # connection errors, and a bug must not leave callers waiting
-            await self._fail(exc)
+            await self._fail(exc, conn)
 
     async def _read(self, conn: AbstractConnection) -> None:
         try:
@@ -215,7 +215,7 @@ class ScriptPipe:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await self._fail(exc)
+            await self._fail(exc, conn)
 
     def _check(self) -> None:
         """The watchdog: fail everything once the oldest pending call is ``timeout`` old."""
@@ -226,16 +226,30 @@ class ScriptPipe:
         waited = time.monotonic() - oldest.since
         loop = asyncio.get_running_loop()
         if waited >= self.timeout:
-            loop.create_task(self._fail(TimeoutError(f"no reply in {self.timeout:g} s")))
+            conn = self._drop(TimeoutError(f"no reply in {self.timeout:g} s"), self._conn)
+            if conn is not None:
+                loop.create_task(conn.disconnect(nowait=True))
         else:
             self._watchdog = loop.call_later(self.timeout - waited, self._check)
 
-    async def _fail(self, exc: BaseException) -> None:
-        """Fail every pending call and drop the connection."""
+    async def _fail(self, exc: BaseException, conn: AbstractConnection | None) -> None:
+        dropped = self._drop(exc, conn)
+        if dropped is not None:
+            await dropped.disconnect(nowait=True)
+
+    def _drop(
+        self, exc: BaseException, conn: AbstractConnection | None
+    ) -> AbstractConnection | None:
+        """Fail every pending call and forget the connection ``conn`` (returned, to be
+        disconnected). At once, with no await: a call made meanwhile must not be failed for
+        the previous connection. A failure reported for a connection already dropped is
+        ignored."""
+        if conn is not self._conn:
+            return None
         pending = [*self._sent, *self._queue]
         self._sent.clear()
         self._queue.clear()
-        conn, self._conn = self._conn, None
+        self._conn = None
         tasks = [t for t in (self._writer, self._reader) if t is not None]
         self._writer = self._reader = None
         self._wake = None
@@ -250,8 +264,7 @@ class ScriptPipe:
         for t in tasks:
             if t is not current:
                 t.cancel()
-        if conn is not None:
-            await conn.disconnect(nowait=True)
+        return conn
 
     async def close(self) -> None:
         """Let the calls on their way (settlements sent without waiting) finish, for at most
@@ -260,5 +273,5 @@ class ScriptPipe:
         if pending:
             self._flush()
             await asyncio.wait(pending, timeout=self.timeout)
-        await self._fail(RedisError("closed"))
+        await self._fail(RedisError("closed"), self._conn)
         await self._pool.aclose()
