@@ -40,7 +40,7 @@ from proxy.governance.config import Budget
 from proxy.governance.keys import ClientKey
 from proxy.governance.keystore import spend_since
 from proxy.governance.periods import PeriodCache, PeriodWindow
-from proxy.state import STATE, Quota, Standing, StateUnavailable, Verdict
+from proxy.state import STATE, Quota, Settlement, Standing, StateUnavailable, Verdict
 from proxy.usage.db import DATABASE
 from proxy.usage.pricing import price_usd
 from proxy.usage.store import UsageRecord
@@ -332,12 +332,14 @@ async def release(request: web.Request, rec: UsageRecord) -> None:
         # it, and any request that arrives later (from this client or another) is admitted
         # after it, since the admission queues behind it on the same connection.
         pending = request.app[STATE].settle_soon(
-            ticket.quotas,
-            rec.id,
-            ticket.verdict.admitted_at_ms,
-            ticket.tokens,
-            rec.total_tokens or 0,
-            float(cost or 0.0),
+            Settlement(
+                ticket.quotas,
+                rec.id,
+                ticket.verdict.admitted_at_ms,
+                ticket.tokens,
+                rec.total_tokens or 0,
+                float(cost or 0.0),
+            )
         )
         if pending is not None:
             pending.add_done_callback(_settled)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from proxy.config import StateConfig
-from proxy.state.base import Quota, SharedState, Standing, StateUnavailable, Verdict
+from proxy.state.base import Quota, Settlement, SharedState, Standing, StateUnavailable, Verdict
 from proxy.state.memory import InProcessState
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "STATE_CLOCK",
     "InProcessState",
     "Quota",
+    "Settlement",
     "SharedState",
     "Standing",
     "StateUnavailable",

@@ -103,6 +103,18 @@ class Verdict:
     admitted_at_ms: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What a finished request gives back to its quotas (:meth:`SharedState.settle`)."""
+
+    quotas: Sequence[Quota]
+    request_id: str
+    admitted_at_ms: int
+    reserved_tokens: int  # reserved for tpm at admission (the estimate)
+    tokens: int  # used, as the upstream counted them
+    cost_usd: float
+
+
 class SharedState(Protocol):
     """What must be shared by every worker and replica. All keys are namespaced by the
     implementation (``state.key_prefix``)."""
@@ -132,28 +144,12 @@ class SharedState(Protocol):
         ``tokens`` reserved for tpm), or none is touched. Atomic across processes."""
         ...
 
-    async def settle(
-        self,
-        quotas: Sequence[Quota],
-        request_id: str,
-        admitted_at_ms: int,
-        reserved_tokens: int,
-        tokens: int,
-        cost_usd: float,
-    ) -> None:
+    async def settle(self, s: Settlement) -> None:
         """The request ended: free its parallel slot, replace its token reservation by the
         tokens it used, add its cost to each budget counter that exists."""
         ...
 
-    def settle_soon(
-        self,
-        quotas: Sequence[Quota],
-        request_id: str,
-        admitted_at_ms: int,
-        reserved_tokens: int,
-        tokens: int,
-        cost_usd: float,
-    ) -> asyncio.Future[Any] | None:
+    def settle_soon(self, s: Settlement) -> asyncio.Future[Any] | None:
         """:meth:`settle` without waiting for it: None when it is already done (in process),
         else a future that ends with it (it fails with :class:`StateUnavailable`). Either way
         it is on its way before any request that arrives later is admitted."""

@@ -16,6 +16,7 @@ from proxy.state.base import (
     LEASE_S,
     WINDOW_S,
     Quota,
+    Settlement,
     Standing,
     Verdict,
     reset_ms,
@@ -201,43 +202,27 @@ class InProcessState:
                 st.tokens_reset_ms = reset_ms(s.buckets, now_ms, win)
         return verdict
 
-    async def settle(
-        self,
-        quotas: Sequence[Quota],
-        request_id: str,
-        admitted_at_ms: int,
-        reserved_tokens: int,
-        tokens: int,
-        cost_usd: float,
-    ) -> None:
-        self.settle_soon(quotas, request_id, admitted_at_ms, reserved_tokens, tokens, cost_usd)
+    async def settle(self, s: Settlement) -> None:
+        self.settle_soon(s)
 
-    def settle_soon(
-        self,
-        quotas: Sequence[Quota],
-        request_id: str,
-        admitted_at_ms: int,
-        reserved_tokens: int,
-        tokens: int,
-        cost_usd: float,
-    ) -> None:
+    def settle_soon(self, s: Settlement) -> None:
         """Done on return: nothing here waits."""
         now_ms = int(self.clock() * 1000)
-        for q in quotas:
-            s = self._subject(q.subject, now_ms)
+        for q in s.quotas:
+            sub = self._subject(q.subject, now_ms)
             if q.max_parallel is not None:
-                s.parallel.pop(request_id, None)
+                sub.parallel.pop(s.request_id, None)
             if q.tpm is not None:
-                reserved_at = admitted_at_ms // 1000
-                if reserved_tokens and reserved_at in s.buckets:
-                    s.buckets[reserved_at] = max(s.buckets[reserved_at] - reserved_tokens, 0)
-                if tokens:
+                reserved_at = s.admitted_at_ms // 1000
+                if s.reserved_tokens and reserved_at in sub.buckets:
+                    sub.buckets[reserved_at] = max(sub.buckets[reserved_at] - s.reserved_tokens, 0)
+                if s.tokens:
                     sec = now_ms // 1000
-                    s.buckets[sec] = s.buckets.get(sec, 0) + tokens
-            if q.budget_counter is not None and cost_usd:
+                    sub.buckets[sec] = sub.buckets.get(sec, 0) + s.tokens
+            if q.budget_counter is not None and s.cost_usd:
                 item = self._spend.get(q.budget_counter)
                 if item is not None:
-                    self._spend[q.budget_counter] = (item[0] + cost_usd, item[1])
+                    self._spend[q.budget_counter] = (item[0] + s.cost_usd, item[1])
 
     async def seed_spend(self, counter: str, usd: float, ttl_s: float | None) -> None:
         if self._spend_of(counter) is None:

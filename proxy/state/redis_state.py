@@ -35,7 +35,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from proxy.state.base import LEASE_S, WINDOW_S, Quota, Standing, StateUnavailable, Verdict
+from proxy.state.base import (
+    LEASE_S,
+    WINDOW_S,
+    Quota,
+    Settlement,
+    Standing,
+    StateUnavailable,
+    Verdict,
+)
 from proxy.state.redis_pipe import FailFast, PipeScript, ScriptPipe
 
 log = logging.getLogger(__name__)
@@ -411,56 +419,26 @@ class RedisState:
             )
         return verdict
 
-    async def settle(
-        self,
-        quotas: Sequence[Quota],
-        request_id: str,
-        admitted_at_ms: int,
-        reserved_tokens: int,
-        tokens: int,
-        cost_usd: float,
-    ) -> None:
-        await self._settle(
-            quotas, request_id, admitted_at_ms, reserved_tokens, tokens, cost_usd, lazy=False
-        )
+    async def settle(self, s: Settlement) -> None:
+        await self._settle(s, lazy=False)
 
-    def settle_soon(
-        self,
-        quotas: Sequence[Quota],
-        request_id: str,
-        admitted_at_ms: int,
-        reserved_tokens: int,
-        tokens: int,
-        cost_usd: float,
-    ) -> asyncio.Future[Any]:
+    def settle_soon(self, s: Settlement) -> asyncio.Future[Any]:
         """Lazy: it leaves with this process's next admission, or 2 ms from now at the latest
         (``proxy/state/redis_pipe.py``)."""
-        return self._settle(
-            quotas, request_id, admitted_at_ms, reserved_tokens, tokens, cost_usd, lazy=True
-        )
+        return self._settle(s, lazy=True)
 
-    def _settle(
-        self,
-        quotas: Sequence[Quota],
-        request_id: str,
-        admitted_at_ms: int,
-        reserved_tokens: int,
-        tokens: int,
-        cost_usd: float,
-        *,
-        lazy: bool,
-    ) -> asyncio.Future[Any]:
+    def _settle(self, s: Settlement, *, lazy: bool) -> asyncio.Future[Any]:
         keys: list[str] = []
         args: list[Any] = [
             int(self.clock() * 1000),
-            request_id,
-            admitted_at_ms,
-            reserved_tokens,
-            tokens,
-            f"{cost_usd:.12f}",  # INCRBYFLOAT wants plain decimals
+            s.request_id,
+            s.admitted_at_ms,
+            s.reserved_tokens,
+            s.tokens,
+            f"{s.cost_usd:.12f}",  # INCRBYFLOAT wants plain decimals
             self._window_ms,
         ]
-        for q in quotas:
+        for q in s.quotas:
             keys.extend(self._keys(q))
             args.extend(
                 (

@@ -17,7 +17,7 @@ import time
 import pytest
 import redis
 
-from proxy.state import Quota, StateUnavailable
+from proxy.state import Quota, Settlement, StateUnavailable
 from proxy.state.redis_pipe import DOWN_FOR
 from proxy.state.redis_state import RedisState
 from tests.gov.conftest import REDIS_URL, Clock, OwnRedis
@@ -65,7 +65,7 @@ async def test_two_processes_pipelined_stay_exact(prefix: str) -> None:
         holders = [f"r{i}" for i, v in enumerate(verdicts) if v.admitted]
         assert len(holders) == 5
         assert {v.refused_by for v in verdicts if not v.admitted} == {"max_parallel"}
-        await a.settle(q, holders[0], 0, 0, 0, 0.0)
+        await a.settle(Settlement(q, holders[0], 0, 0, 0, 0.0))
         again = await asyncio.gather(*(b.admit(q, f"late{i}", 0) for i in range(10)))
         assert sum(v.admitted for v in again) == 1
     finally:
@@ -83,12 +83,12 @@ async def test_settlement_rides_with_the_next_admission(prefix: str) -> None:
         first = await state.admit(q, "1", 0)
         assert first.admitted
         writes = state._pipe.writes
-        pending = state.settle_soon(q, "1", first.admitted_at_ms, 0, 0, 0.0)
+        pending = state.settle_soon(Settlement(q, "1", first.admitted_at_ms, 0, 0, 0.0))
         second = await state.admit(q, "2", 0)
         assert second.admitted and pending.done()
         assert state._pipe.writes == writes + 1
 
-        pending = state.settle_soon(q, "2", second.admitted_at_ms, 0, 0, 0.0)
+        pending = state.settle_soon(Settlement(q, "2", second.admitted_at_ms, 0, 0, 0.0))
         started = time.monotonic()
         await pending
         assert time.monotonic() - started < 0.5
@@ -102,7 +102,7 @@ async def test_close_sends_lingering_settlements(prefix: str) -> None:
     state = RedisState(REDIS_URL, prefix=prefix, timeout=5)
     q = [Quota("key:close", max_parallel=1)]
     v = await state.admit(q, "1", 0)
-    state.settle_soon(q, "1", v.admitted_at_ms, 0, 0, 0.0)
+    state.settle_soon(Settlement(q, "1", v.admitted_at_ms, 0, 0, 0.0))
     await state.close()
     other = RedisState(REDIS_URL, prefix=prefix, timeout=5)
     try:
@@ -200,7 +200,7 @@ async def test_limits_hash_expires_and_stays_small(prefix: str) -> None:
         for i in range(300):  # 300 requests over 150 s, all settled
             v = await state.admit(q, f"r{i}", 5)
             assert v.admitted
-            await state.settle(q, f"r{i}", v.admitted_at_ms, 5, 7, 0.0)
+            await state.settle(Settlement(q, f"r{i}", v.admitted_at_ms, 5, 7, 0.0))
             clock.now += 0.5
         key = f"{prefix}rl:key:h"
         assert 0 < r.pttl(key) <= 122_000

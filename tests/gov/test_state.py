@@ -19,6 +19,7 @@ from proxy.state import (
     STATE,
     InProcessState,
     Quota,
+    Settlement,
     SharedState,
     StateUnavailable,
     create_state,
@@ -159,7 +160,7 @@ async def test_tpm_reserves_then_settles(
     assert not over.admitted and over.refused_by == "tpm"
     assert 0 < over.retry_after_ms <= 60_000
     clock.now += 2
-    await a.settle(q, "1", first.admitted_at_ms, 600, 250, 0.0)  # it used 250 in all
+    await a.settle(Settlement(q, "1", first.admitted_at_ms, 600, 250, 0.0))  # it used 250 in all
     second = await b.admit(q, "2", 500)
     assert second.admitted and second.standings[0].tokens_used == 750
     clock.now += 61
@@ -175,7 +176,7 @@ async def test_max_parallel(kind: str, make_states: Callable[..., list[SharedSta
     assert len(holders) == 3
     assert {v.refused_by for v in verdicts if not v.admitted} == {"max_parallel"}
     rid, v = holders[0]
-    await b.settle(q, rid, v.admitted_at_ms, 0, 0, 0.0)
+    await b.settle(Settlement(q, rid, v.admitted_at_ms, 0, 0, 0.0))
     again = await a.admit(q, "late", 0)
     assert again.admitted and again.standings[0].parallel == 3
 
@@ -192,7 +193,7 @@ async def test_budget_seed_spend_refuse(
     await b.seed_spend("key:b:month:2027-01", 123.0, 99)  # exists already: no effect
     ok = await b.admit(q, "1", 0)
     assert ok.admitted and ok.standings[0].spend_usd == pytest.approx(0.4)
-    await a.settle(q, "1", ok.admitted_at_ms, 0, 10, 0.6)
+    await a.settle(Settlement(q, "1", ok.admitted_at_ms, 0, 10, 0.6))
     spent = await b.admit(q, "2", 0)
     assert not spent.admitted and spent.refused_by == "budget"
     assert spent.standings[0].spend_usd == pytest.approx(1.0)
