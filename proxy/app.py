@@ -75,13 +75,11 @@ async def _usage_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _providers_ctx(app: web.Application) -> AsyncIterator[None]:
-    from proxy.observe.tracing import upstream_trace_configs  # noqa: PLC0415 (imports app)
-
     settings = app[SETTINGS]
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
-    session = aiohttp.ClientSession(
-        connector=connector, auto_decompress=True, trace_configs=upstream_trace_configs(settings)
-    )
+    # traceparent goes on at each upstream call site (proxy.observe.traced), not through
+    # aiohttp's TraceConfig signals, which fire five times per request.
+    session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
     providers: dict[str, Provider] = {}
     try:
         for name, cfg in settings.providers.items():

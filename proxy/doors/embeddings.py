@@ -29,6 +29,7 @@ from aiohttp import web
 from proxy.doors.common import Door, read_json, route
 from proxy.doors.passthrough import model_of, post_json
 from proxy.errors import InvalidRequest, ProxyError, UpstreamError, json_error
+from proxy.observe import traced
 from proxy.providers.base import translating_errors
 from proxy.router import Candidate, RouteContext
 from translators import embeddings as tr
@@ -177,7 +178,7 @@ async def _gemini(
     url = provider.url(model, stream=False).replace(":generateContent", ":batchEmbedContents")
     data = orjson.dumps(tr.gemini_request(texts, model=model, dimensions=dimensions))
     with translating_errors(provider.name):
-        headers = await provider._headers()
+        headers = traced(await provider._headers())
         async with provider.session.post(
             url, data=data, headers=headers, timeout=provider.timeout
         ) as resp:

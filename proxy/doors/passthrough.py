@@ -22,6 +22,7 @@ import orjson
 
 from proxy.errors import UpstreamError
 from proxy.guards import checked_model
+from proxy.observe import traced
 from proxy.providers.base import parse_error_body, raise_for_upstream_status, translating_errors
 from proxy.sse import SSEEvent, sse_events
 
@@ -60,7 +61,7 @@ async def post_json(
     """The upstream's raw JSON answer and its parsed object (``what`` names it in errors)."""
     with translating_errors(provider.name):
         async with provider.session.post(
-            url, data=data, headers=headers, timeout=provider.timeout
+            url, data=data, headers=traced(headers), timeout=provider.timeout
         ) as resp:
             await raise_for_upstream_status(resp, provider=provider.name, parse=parse_error_body)
             raw = await resp.read()
@@ -80,7 +81,7 @@ async def open_sse(
     No byte has gone to the client yet, so any failure here is an ordinary (retried) one."""
     with translating_errors(provider.name):
         upstream = await provider.session.post(
-            url, data=data, headers=headers, timeout=provider.timeout
+            url, data=data, headers=traced(headers), timeout=provider.timeout
         )
     try:
         with translating_errors(provider.name):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from random import getrandbits
@@ -246,6 +246,14 @@ def traceparent() -> str | None:
         return None
     flags = "01" if req.sampled else "00"
     return f"00-{req.trace_id:032x}-{req.attempts[-1][0]:016x}-{flags}"
+
+
+def traced(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """``headers`` for an upstream attempt, with its ``traceparent`` when tracing is on. Called
+    at each upstream call site: aiohttp's TraceConfig signals, the one-place alternative, cost
+    five signal dispatches per upstream request (about 25 us) to set one header."""
+    value = traceparent()
+    return headers if value is None else {**headers, "traceparent": value}
 
 
 def request_finished(app: web.Application, rec: UsageRecord) -> None:

@@ -26,10 +26,8 @@ import re
 import time
 from random import getrandbits
 from time import perf_counter
-from types import SimpleNamespace
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
@@ -66,26 +64,6 @@ def endpoint_of(settings: Settings) -> str | None:
     if env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         return env["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces"
     return None
-
-
-async def _inject(
-    session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestStartParams
-) -> None:
-    from proxy.observe import traceparent  # noqa: PLC0415
-
-    value = traceparent()
-    if value is not None:
-        params.headers["traceparent"] = value
-
-
-def upstream_trace_configs(settings: Settings) -> list[aiohttp.TraceConfig]:
-    """For the shared upstream ``ClientSession``: one place that puts ``traceparent`` on every
-    upstream request, whatever the provider. Empty (no per-request cost) without tracing."""
-    if endpoint_of(settings) is None:
-        return []
-    config = aiohttp.TraceConfig()
-    config.on_request_start.append(_inject)
-    return [config]
 
 
 class Tracing:

@@ -28,6 +28,7 @@ import aiohttp
 import orjson
 
 from proxy.errors import ProxyError, UpstreamError
+from proxy.observe import traced
 from proxy.providers.base import (
     Call,
     ChunkStream,
@@ -183,7 +184,7 @@ class HTTPProvider(Provider):
     async def _post(self, call: Call, *, stream: bool) -> aiohttp.ClientResponse:
         await self.prepare(call)
         data = orjson.dumps(self.request_body(call, stream=stream))
-        headers = await self.request_headers(call)
+        headers = traced(await self.request_headers(call))
         # aiohttp has no limit on the wait for response headers alone: first_byte is ours.
         async with asyncio.timeout(self.config.timeout.first_byte):
             return await self.session.post(
