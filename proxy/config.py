@@ -212,7 +212,7 @@ def _provider_configs(raw: Any) -> Any:
     """Each ``providers`` entry validated by its type's own model (from the registry)."""
     if not isinstance(raw, dict):
         return raw  # pydantic reports the wrong shape
-    types = registry.provider_types()
+    types = registry.names()
     out: dict[str, Any] = {}
     problems: list[str] = []
     for name, data in raw.items():
@@ -224,7 +224,7 @@ def _provider_configs(raw: Any) -> Any:
         if not isinstance(data, dict) or kind is None:
             problems.append(f"{where}.type: Field required (one of: {', '.join(types)})")
             continue
-        spec = types.get(kind) if isinstance(kind, str) else None
+        spec = registry.get(kind) if isinstance(kind, str) else None
         if spec is None:
             problems.append(
                 f"{where}.type: unknown provider type {kind!r} (known: {', '.join(types)})"
@@ -265,7 +265,7 @@ def _check_provider_types(data: dict[str, Any], source: str) -> None:
     providers = data.get("providers")
     if not isinstance(providers, dict):
         return
-    known = registry.provider_types()
+    known = registry.names()
     for name, cfg in providers.items():
         kind = cfg.get("type") if isinstance(cfg, dict) else None
         if isinstance(kind, str) and kind not in known:
