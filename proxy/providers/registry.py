@@ -27,7 +27,7 @@ BUILTIN_MODULES: dict[str, str] = {
     "openai": "proxy.providers.openai",
     "anthropic": "proxy.providers.anthropic",
     "gemini": "proxy.providers.gemini",
-    "claude_agent": "proxy.providers.claude_agent",
+    "claude-agent": "proxy.providers.claude_agent",
 }
 
 _types: dict[str, ProviderType] = {}
