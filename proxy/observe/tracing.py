@@ -106,12 +106,19 @@ class Tracing:
     # --- on the observe thread -------------------------------------------------------------
 
     def consume(self, batch: list[Any]) -> None:
+        self.export(self.spans_of(batch))
+
+    def spans_of(self, batch: list[Any]) -> list[bytes]:
+        """The encoded spans of ``batch``'s sampled requests."""
         offset = time.time_ns() - int(perf_counter() * 1e9)
         spans: list[bytes] = []
         for req in batch:
             if req.attempts is None or not req.sampled:
                 continue
             spans.extend(self._spans(req, offset))
+        return spans
+
+    def export(self, spans: list[bytes]) -> None:
         if spans:
             self.exporter.submit(
                 otlp.request_body(self.resource, self.scope, SEMCONV_SCHEMA_URL, spans)
