@@ -14,7 +14,7 @@ import pytest
 
 from tests.clients.conftest import Matrix, PersonaEnv
 from tests.clients.scenario import QUESTION, TOOL_RESULT, WEATHER_ARGS, WEATHER_TOOL, Weather
-from tests.fakes.openai import error_reply
+from tests.fakes.openai import error_reply, responses_answer
 from tests.fakes.server import Reply
 
 TOOL = {"type": "function", "strict": False, **WEATHER_TOOL["function"]}
@@ -190,32 +190,7 @@ def test_reasoning_round_trip_keeps_thinking_signatures(matrix: Matrix) -> None:
 def test_native_openai_responses_pass_through(
     bg_loop: Any, start_proxy: Any, fake_upstream: Any
 ) -> None:
-    answer = {
-        "id": "resp_upstream1",
-        "object": "response",
-        "created_at": 1,
-        "status": "completed",
-        "model": "gpt-5-2025-08-07",
-        "output": [
-            {
-                "id": "msg_1",
-                "type": "message",
-                "role": "assistant",
-                "status": "completed",
-                "content": [{"type": "output_text", "text": "native!", "annotations": []}],
-            }
-        ],
-        "parallel_tool_calls": True,
-        "tool_choice": "auto",
-        "tools": [],
-        "usage": {
-            "input_tokens": 11,
-            "input_tokens_details": {"cached_tokens": 3},
-            "output_tokens": 5,
-            "output_tokens_details": {"reasoning_tokens": 2},
-            "total_tokens": 16,
-        },
-    }
+    answer = responses_answer(cached=3, reasoning=2)
     proxy = start_proxy(
         {
             "providers": {

@@ -52,6 +52,39 @@ def completion_reply(text: str | None = "Hello!", **kw: Any) -> Reply:
     return Reply(json=completion_body(text, **kw))
 
 
+def responses_answer(
+    text: str = "native!", *, cached: int = 0, reasoning: int = 0
+) -> dict[str, Any]:
+    """A Responses API answer (``POST /v1/responses``, not streamed) as OpenAI sends it: one
+    assistant message, 11 input and 5 output tokens."""
+    return {
+        "id": "resp_upstream1",
+        "object": "response",
+        "created_at": 1,
+        "status": "completed",
+        "model": "gpt-5-2025-08-07",
+        "output": [
+            {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        ],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": 11,
+            "input_tokens_details": {"cached_tokens": cached},
+            "output_tokens": 5,
+            "output_tokens_details": {"reasoning_tokens": reasoning},
+            "total_tokens": 16,
+        },
+    }
+
+
 def stream_events(
     pieces: list[str],
     *,

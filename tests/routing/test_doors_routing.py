@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from tests.fakes.anthropic import anthropic_error, anthropic_reply, load_message
-from tests.fakes.openai import completion_reply, error_reply, stream_reply
+from tests.fakes.openai import completion_reply, error_reply, responses_answer, stream_reply
 from tests.fakes.server import Reply
 from tests.routing.conftest import attempt_rows, chain_config, row
 
@@ -228,32 +228,7 @@ def test_breaker_opens_and_skips_the_native_candidate(start_proxy, three):
 
 # ----------------------------------------------------------------------------- Responses
 
-NATIVE_ANSWER = {
-    "id": "resp_upstream1",
-    "object": "response",
-    "created_at": 1,
-    "status": "completed",
-    "model": "gpt-5-2025-08-07",
-    "output": [
-        {
-            "id": "msg_1",
-            "type": "message",
-            "role": "assistant",
-            "status": "completed",
-            "content": [{"type": "output_text", "text": "native!", "annotations": []}],
-        }
-    ],
-    "parallel_tool_calls": True,
-    "tool_choice": "auto",
-    "tools": [],
-    "usage": {
-        "input_tokens": 11,
-        "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": 5,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": 16,
-    },
-}
+NATIVE_ANSWER = responses_answer()
 
 
 def responses_config(oa: str, ant: str) -> dict[str, Any]:
