@@ -133,9 +133,9 @@ async def read_body(request: web.Request, *, limit: int, timeout: float) -> byte
             f"Request body is {request.content_length} bytes; the limit is {limit} bytes "
             "(server.max_body_bytes)."
         )
-    if request.content.is_eof():  # the whole body came with the headers (the usual case):
-        return await request.read()  # no timer to arm and cancel
     try:
+        if request.content.is_eof():  # the whole body came with the headers (the usual case):
+            return await request.read()  # no timer to arm and cancel
         async with asyncio.timeout(timeout):
             return await request.read()
     except TimeoutError:

@@ -6,6 +6,8 @@ import httpx
 import openai
 import pytest
 
+from tests import rawhttp
+
 ECHO = {
     "providers": {"e": {"type": "echo"}},
     "personas": {
@@ -132,6 +134,21 @@ def test_oversize_body_is_413_and_server_keeps_serving(start_proxy):
 
     r = httpx.post(proxy.base_url + "/chat/completions", content=chunked())
     assert r.status_code == 413
+    assert post(proxy, {"model": "coder", "messages": msg()}).status_code == 200
+
+    # A chunked body that is already complete when the handler reads it (headers and every
+    # chunk in one write) takes the read path without a timer: still a 413, never a 500.
+    body = b'{"model": "coder", "messages": [{"role": "user", "content": "' + b"z" * 5000 + b'"}]}'
+    raw = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+        + f"{len(body):x}".encode()
+        + b"\r\n"
+        + body
+        + b"\r\n0\r\n\r\n"
+    )
+    answer = rawhttp.request(proxy.url, raw_request=raw)
+    assert answer.status == 413, answer.raw[:300]
     assert post(proxy, {"model": "coder", "messages": msg()}).status_code == 200
 
 
