@@ -172,6 +172,15 @@ def skipped_row(n: int, cand: Candidate, code: str) -> AttemptRecord:
     )
 
 
+def failed_row(
+    n: int, cand: Candidate, status: int | None, code: str | None, ms: float
+) -> AttemptRecord:
+    """The ``attempts`` row of an upstream try that failed (or was cancelled) after ``ms``."""
+    return AttemptRecord(
+        n, cand.name, cand.provider.name, cand.persona.model, "failed", status, code, round(ms, 3)
+    )
+
+
 class Plan(Protocol[T_co]):
     """What one request tries on each candidate of its chain (a front door supplies it)."""
 
@@ -420,15 +429,8 @@ class Router:
                         ticket, "transient" if transient else "failed" if upstream else "cancelled"
                     )
                     rows.append(
-                        AttemptRecord(
-                            len(rows) + 1,
-                            cand.name,
-                            provider.name,
-                            persona.model,
-                            "failed",
-                            exc.upstream_status,
-                            exc.code or exc.type,
-                            round(ms, 3),
+                        failed_row(
+                            len(rows) + 1, cand, exc.upstream_status, exc.code or exc.type, ms
                         )
                     )
                     if not upstream:
@@ -450,18 +452,8 @@ class Router:
                     attempt_end()
                     # Cancelled (the client left) or a bug: no verdict on the upstream.
                     self._settle(ticket, "cancelled")
-                    rows.append(
-                        AttemptRecord(
-                            len(rows) + 1,
-                            cand.name,
-                            provider.name,
-                            persona.model,
-                            "failed",
-                            None,
-                            "cancelled",
-                            round((time.perf_counter() - started) * 1000, 3),
-                        )
-                    )
+                    ms = (time.perf_counter() - started) * 1000
+                    rows.append(failed_row(len(rows) + 1, cand, None, "cancelled", ms))
                     self._finish(ctx, attempts)
                     raise
                 attempt_end()
