@@ -52,6 +52,20 @@ def to_dollar(sql: str) -> str:
     return _QMARK.sub(repl, sql)
 
 
+APPEND_SLICE = 500  # rows per multi-row INSERT
+MAX_BOUND = 32766  # SQLite's bound-parameter limit per statement (SQLITE_MAX_VARIABLE_NUMBER)
+
+
+@functools.lru_cache(maxsize=64)
+def _values_insert(table: str, columns: tuple[str, ...], n: int) -> str:
+    one = f"({', '.join('?' for _ in columns)})"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * n)}"  # noqa: S608
+
+
+def _flat(rows: Sequence[Sequence[Any]]) -> list[Any]:
+    return [v for row in rows for v in row]
+
+
 class Database(abc.ABC):
     """The async handle (app key :data:`DATABASE`). Rows come back as plain dicts."""
 
@@ -73,13 +87,22 @@ class Database(abc.ABC):
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
         """Insert ``rows`` (new keys only: a row whose key exists fails the whole call) the
-        cheapest way the backend has. Here: one plain INSERT per row; PostgreSQL overrides it
-        with ``COPY``. On a :meth:`transaction`'s handle several tables land together."""
-        marks = ", ".join("?" for _ in columns)
-        await self.executemany(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",  # noqa: S608
-            rows,
-        )
+        cheapest way the backend has. Here (SQLite): multi-row INSERTs, one statement for up to
+        :data:`APPEND_SLICE` rows, so a batch is one step on the connection's thread and one
+        release of the GIL (``executemany`` binds each row with the GIL held and steps it
+        without, a hand-over per row that, measured on one core, cost the Responses door's
+        ``store`` 0.15 ms per request). PostgreSQL overrides it with ``COPY``. On a
+        :meth:`transaction`'s handle several tables land together."""
+        if not rows:
+            return
+        per = max(1, min(APPEND_SLICE, MAX_BOUND // len(columns)))
+        slices = [rows[i : i + per] for i in range(0, len(rows), per)]
+        if len(slices) == 1:  # one statement: atomic without a transaction's two extra steps
+            await self.execute(_values_insert(table, tuple(columns), len(rows)), *_flat(rows))
+            return
+        async with self.transaction() as tx:
+            for part in slices:
+                await tx.execute(_values_insert(table, tuple(columns), len(part)), *_flat(part))
 
     async def fetchone(self, sql: str, *args: Any) -> dict[str, Any] | None:
         rows = await self.fetch(sql, *args)
