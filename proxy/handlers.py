@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from random import getrandbits
 from typing import Any
 
 import orjson
@@ -25,6 +24,7 @@ from proxy.errors import (
     json_error,
 )
 from proxy.governance.gate import admit, estimate_chat_tokens, release
+from proxy.ids import new_id
 from proxy.lifecycle import is_draining
 from proxy.observe import capture_content, request_finished, request_started
 from proxy.providers.base import Completion
@@ -100,9 +100,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     app = request.app
     runtime = app[RUNTIME].current  # this request's config, to its end, whatever reloads
     settings = runtime.settings
-    # Unique, not secret: the random module's generator (reseeded in every forked worker) costs
-    # no system call, unlike secrets.token_hex.
-    completion_id = f"chatcmpl-{getrandbits(96):024x}"
+    completion_id = new_id("chatcmpl-")
     rec = UsageRecord(
         id=completion_id,
         created_at=_now_iso(),

@@ -20,7 +20,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from random import getrandbits
 from typing import Any
 
 import orjson
@@ -29,6 +28,7 @@ from aiohttp import web
 from proxy.doors.common import Door, read_json, route
 from proxy.doors.passthrough import model_of, post_json
 from proxy.errors import InvalidRequest, ProxyError, UpstreamError, json_error
+from proxy.ids import new_id
 from proxy.observe import traced
 from proxy.providers.base import translating_errors
 from proxy.router import Candidate, RouteContext
@@ -121,7 +121,7 @@ class EmbeddingsPlan:
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
-    request_id = f"emb-{getrandbits(96):024x}"
+    request_id = new_id("emb-")
     door = Door(request, request_id=request_id, api="embeddings")
     try:
         body = await read_json(request)
