@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from random import getrandbits
 from typing import Any
 
 import orjson
@@ -106,7 +105,7 @@ class _Turn:
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    response_id = f"resp_{getrandbits(96):024x}"
+    response_id = responses_store.new_response_id()
     door = Door(request, request_id=response_id, api="responses")
     try:
         body = _validate(await read_json(request))

@@ -6,21 +6,28 @@ items up to that request (earlier turns' items and outputs first), ``response_js
 signed thinking blocks). A turn with ``previous_response_id`` reads one row and continues from
 ``request items + response output``.
 
-Writes are behind the answer (:class:`ResponseStore`): the client does not wait for the
-insert (measured: it doubled the door's added latency on SQLite), and until the row is written
-this process answers ``GET`` and ``previous_response_id`` from memory; ``DELETE`` waits for a
-pending write first, so a deleted response never comes back. One writer task inserts what
-queued within :data:`COALESCE_S` in one statement batch: each insert is a hop to the database's
-thread (two on SQLite) that, on a busy core, lands in the middle of the next request; a batch
-pays them once (measured in bench/doors.py, ``responses-openai-store``). Rows expire after
-:data:`TTL_DAYS` (OpenAI keeps stored responses 30 days) and ``usage.retention_days`` deletes
-them with the request rows.
+Writes are behind the answer (:class:`ResponseStore`), like the usage rows': the client does
+not wait for the insert, and one writer task stores what queued within :data:`WRITE_BEHIND_S`
+(the usage writer's batch window) in one append (``COPY`` on PostgreSQL, one transaction on
+SQLite). Each write is a hop to the database's thread (three on SQLite) that, on a busy core,
+lands in the middle of the next request: written every 2 ms it cost the door 0.2 ms of added
+p50 (bench/doors.py, ``responses-openai-store``); every 50 ms it is spread over all the
+requests of that window.
+
+Until its row is written, this process answers ``GET`` and ``previous_response_id`` from
+memory, and ``DELETE`` waits for the write first, so a deleted response never comes back.
+Another process (a worker or replica on the same store) may be asked for the id before the
+row lands: an id of the proxy's own shape (:func:`minted`) that is not found is looked up
+again for up to :data:`LATE_ROW_WAITS` seconds before the answer is "not found". Rows expire
+after :data:`TTL_DAYS` (OpenAI keeps stored responses 30 days) and ``usage.retention_days``
+deletes them with the request rows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,18 +35,39 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from proxy.ids import new_id
 from proxy.usage.db import DATABASE, Database
+from proxy.usage.store import BATCH_WINDOW
 
 log = logging.getLogger(__name__)
 
 TTL_DAYS = 30
-# How long the writer waits for more rows to batch: short next to a client's next turn (which
-# another replica reads from the table), long next to a request (about 1 ms on one core).
-COALESCE_S = 0.002
-INSERT = (
-    "INSERT INTO responses (id, created_at, persona, previous_response_id, request_json, "
-    "response_json, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+WRITE_BEHIND_S = BATCH_WINDOW  # how long a row may wait in memory for others to batch with
+# When another process's row may still be in its memory: a write is due WRITE_BEHIND_S after
+# the answer, later only when that process's loop or its database is slow. The sum (0.35 s)
+# is what a truly unknown id of ours costs before its 404.
+LATE_ROW_WAITS = (WRITE_BEHIND_S, 2 * WRITE_BEHIND_S, 4 * WRITE_BEHIND_S)
+COLUMNS = (
+    "id",
+    "created_at",
+    "persona",
+    "previous_response_id",
+    "request_json",
+    "response_json",
+    "expires_at",
 )
+_MINTED = re.compile(r"resp_[0-9a-f]{24}")
+
+
+def new_response_id() -> str:
+    """A response id of the proxy's own shape (proxy/ids.py)."""
+    return new_id("resp_")
+
+
+def minted(response_id: str) -> bool:
+    """Whether ``response_id`` has the shape of the ids this proxy gives (OpenAI's own are
+    longer), so that a miss may be a row another process has not written yet."""
+    return _MINTED.fullmatch(response_id) is not None
 
 
 def _iso(t: datetime) -> str:
@@ -59,16 +87,6 @@ def row_of(
         orjson.dumps(response).decode(),
         _iso(now + timedelta(days=TTL_DAYS)),
     )
-
-
-async def save(
-    db: Database,
-    *,
-    response: dict[str, Any],
-    persona: str,
-    items: list[dict[str, Any]],
-) -> None:
-    await db.execute(INSERT, *row_of(response, persona, items, datetime.now(UTC)))
 
 
 async def load(
@@ -113,15 +131,14 @@ class ResponseStore:
 
     async def _write(self) -> None:
         try:
-            await asyncio.sleep(COALESCE_S)
+            # One write per window at most: rows that queue while a write is on the database's
+            # thread wait for the next window instead of starting another write at once (on a
+            # busy core that chain of writes, of two or three rows each, never ended).
             while self.queue:
+                await asyncio.sleep(WRITE_BEHIND_S)
                 batch, self.queue = self.queue, []
                 try:
-                    rows = [row_of(*queued) for queued in batch]
-                    if len(rows) == 1:
-                        await self.db.execute(INSERT, *rows[0])
-                    else:
-                        await self.db.executemany(INSERT, rows)
+                    await self.db.append("responses", COLUMNS, [row_of(*q) for q in batch])
                 except Exception:
                     ids = ", ".join(queued[0]["id"] for queued in batch)
                     log.exception("storing responses %s failed; they cannot be retrieved", ids)
@@ -134,12 +151,25 @@ class ResponseStore:
     async def load(self, rid: str) -> Stored | None:
         if rid in self.pending:
             return self.pending[rid]
-        return await load(self.db, rid)
+        found = await load(self.db, rid)
+        if found is None and minted(rid):
+            for wait in LATE_ROW_WAITS:
+                await asyncio.sleep(wait)
+                if (found := self.pending.get(rid) or await load(self.db, rid)) is not None:
+                    break
+        return found
 
     async def delete(self, rid: str) -> bool:
         if rid in self.pending:
             await self.flush()
-        return await delete(self.db, rid)
+        if await delete(self.db, rid):
+            return True
+        if minted(rid):  # written by another process, maybe not yet
+            for wait in LATE_ROW_WAITS:
+                await asyncio.sleep(wait)
+                if await delete(self.db, rid):
+                    return True
+        return False
 
     async def flush(self) -> None:
         """Wait until every queued response is written (shutdown, ``DELETE``)."""
