@@ -59,6 +59,9 @@ class Door:
         headers: Response headers every door sends (``x-request-id``, ``x-persona``,
             ``x-provider``, ``x-upstream-model``).
         started: ``perf_counter()`` at arrival.
+
+    A recorded door (the default) is in flight from here and must end with :meth:`finish`,
+    from a ``finally``.
     """
 
     __slots__ = (
@@ -73,7 +76,9 @@ class Door:
         "runtime",
     )
 
-    def __init__(self, request: web.Request, *, request_id: str, api: str) -> None:
+    def __init__(
+        self, request: web.Request, *, request_id: str, api: str, recorded: bool = True
+    ) -> None:
         self.app = request.app
         self.request = request
         self.started = time.perf_counter()
@@ -88,7 +93,8 @@ class Door:
             client=request.get(CLIENT_NAME),
         )
         self.rec.api = api  # the front door, ``requests.api`` (docs/design.md, "Usage store")
-        request_started(request, self.rec, self.started)
+        if recorded:  # else no row, nothing in flight: a metadata call (count_tokens)
+            request_started(request, self.rec, self.started)
         self.headers: dict[str, str] = {"x-request-id": request_id}
         self.name = ""
         self.persona: Persona | None = None

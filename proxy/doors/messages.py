@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from random import getrandbits
 from typing import Any
 
 import orjson
@@ -35,8 +34,9 @@ from proxy.doors.common import (
     route,
 )
 from proxy.doors.passthrough import NativeAnswer, NativeStream
-from proxy.errors import InvalidRequest, ProxyError
+from proxy.errors import InvalidRequest, ProxyError, UpstreamError
 from proxy.governance.gate import estimate_chat_tokens
+from proxy.ids import new_id
 from proxy.router import Candidate, PeekedStream, complete_once, open_stream
 from proxy.sse import SSE_HEADERS
 from translators import messages_door as tr
@@ -147,7 +147,7 @@ def _sse(name: str, data: dict[str, Any]) -> bytes:
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
-    message_id = f"msg_{getrandbits(96):024x}"
+    message_id = new_id("msg_")
     door = Door(request, request_id=message_id, api="messages")
     try:
         body = _validate(await read_json(request))
@@ -237,15 +237,23 @@ async def _translated_stream(
 
 
 async def count_tokens(request: web.Request) -> web.StreamResponse:
-    """Anthropic's own counter on an ``anthropic`` persona; elsewhere an estimate (about four
-    characters of the request's JSON per token, https://docs.anthropic.com/en/docs/build-with-claude/token-counting
-    says counts are estimates anyway)."""
-    door = Door(request, request_id=f"msg_{getrandbits(96):024x}", api="messages")
+    """Anthropic's own counter on an ``anthropic`` persona; elsewhere, and when that counter
+    fails, an estimate: about four characters of the request's JSON per token
+    (https://docs.anthropic.com/en/docs/build-with-claude/token-counting says counts are
+    estimates anyway). Claude Code asks before its turns, and an Anthropic-compatible server
+    without the endpoint (a 404) or a down upstream should not fail them.
+
+    A metadata call, like ``GET /v1/models``: it generates nothing and costs nothing, so it
+    leaves no usage row, is not in flight and spends no limit."""
+    door = Door(request, request_id=new_id("msg_"), api="messages", recorded=False)
     try:
         body = _validate(await read_json(request))
         _, persona, provider = door.resolve(request, body.get("model"))
         if provider.type == "anthropic":
-            return await anthropic_native.count_tokens(door, body)
+            try:
+                return await anthropic_native.count_tokens(door, body)
+            except UpstreamError as exc:
+                _counter_failed(provider.name, exc)
         chat = _chat_body(body)
         size = len(orjson.dumps([chat["messages"], chat.get("tools") or []]))
         size += len(persona.system or "")
@@ -255,3 +263,19 @@ async def count_tokens(request: web.Request) -> web.StreamResponse:
         )
     except ProxyError as exc:
         return error_response(exc, door.headers)
+
+
+_counter_warned: set[tuple[str, str | None]] = set()
+
+
+def _counter_failed(provider: str, exc: UpstreamError) -> None:
+    """Logged once per provider and error code: a server without the endpoint fails every
+    call the same way."""
+    if (provider, exc.code) not in _counter_warned:
+        _counter_warned.add((provider, exc.code))
+        log.warning(
+            "count_tokens on provider %r failed (%s: %s); answering estimates instead",
+            provider,
+            exc.code,
+            exc.message,
+        )

@@ -119,6 +119,44 @@ def test_count_tokens(persona_env: PersonaEnv) -> None:
         assert sent.json["model"] == persona_env.kind.model
 
 
+def test_count_tokens_is_a_metadata_call(persona_env: PersonaEnv) -> None:
+    """No usage row and nothing left in flight (the journal's and the in-flight gauge's
+    ledger): Claude Code calls it before its turns, and it generates nothing."""
+    from proxy.appkeys import USAGE_WRITER
+
+    if persona_env.kind.name == "anthropic":
+        persona_env.upstream.reply(Reply(json={"input_tokens": 7}))  # type: ignore[union-attr]
+    raw = client(persona_env).messages.with_raw_response.count_tokens(
+        model=persona_env.persona, messages=user()
+    )
+    assert raw.parse().input_tokens > 0
+    request_id = raw.headers["x-request-id"]
+    assert request_id.startswith("msg_")
+    assert all(r["id"] != request_id for r in persona_env.proxy.rows())
+    journal = persona_env.proxy.app[USAGE_WRITER].journal
+    if journal is not None:
+        assert request_id not in journal.inflight
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        anthropic_error(404, "not_found_error", "no such endpoint"),
+        anthropic_error(529, "overloaded_error", "Overloaded"),
+    ],
+    ids=["no-endpoint", "overloaded"],
+)
+def test_count_tokens_estimates_when_the_counter_fails(matrix: Matrix, failure: Reply) -> None:
+    env = matrix.envs["anthropic"]
+    env.upstream.reply(failure)  # type: ignore[union-attr]
+    upstream = env.upstream
+    assert upstream is not None
+    before = len(upstream.requests)
+    count = client(env).messages.count_tokens(model=env.persona, messages=user("x" * 400))
+    assert [r.path for r in upstream.requests[before:]] == ["/v1/messages/count_tokens"]
+    assert 100 <= count.input_tokens <= 200  # about four characters of JSON per token
+
+
 def test_unknown_persona_is_anthropic_404(matrix: Matrix) -> None:
     env = matrix.envs["echo"]
     with pytest.raises(anthropic.NotFoundError) as err:
