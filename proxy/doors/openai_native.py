@@ -28,7 +28,7 @@ from proxy.doors.passthrough import (
     post_json,
     relay,
 )
-from proxy.errors import ProxyError
+from proxy.errors import ProxyError, upstream_status_error
 from proxy.providers.base import translating_errors
 from proxy.router import Candidate
 from proxy.sse import SSE_HEADERS
@@ -105,11 +105,27 @@ def tries(
     return prepare
 
 
+# The ``code`` of a stream's ``error`` event -> the HTTP status it stands for (the error table,
+# docs/design.md "Errors"); any other code is a server error.
+_STATUS_OF_CODE = {
+    "rate_limit_exceeded": 429,
+    "insufficient_quota": 429,
+    "server_is_overloaded": 503,
+    "slow_down": 503,
+}
+
+
 async def _open(provider: Any, url: str, data: bytes, model: str) -> NativeStream:
+    """Open the stream and read its first event. An ``error`` event there (a failure after the
+    200, before the response exists: https://platform.openai.com/docs/api-reference/responses-streaming/error)
+    is a failed try like an error status: nothing is relayed yet, so it is retried or falls
+    back."""
     upstream, first, events = await open_sse(provider, url, data, provider._headers())
     try:
         with translating_errors(provider.name):
             head = orjson.loads(first.data)
+            if first.event == "error" or (isinstance(head, dict) and head.get("type") == "error"):
+                raise _stream_error(provider.name, head)
             response = head.get("response") if isinstance(head, dict) else None
             if isinstance(response, dict):
                 model = model_of(response.get("model"), model, provider.name)
@@ -119,6 +135,19 @@ async def _open(provider: Any, url: str, data: bytes, model: str) -> NativeStrea
     stack = AsyncExitStack()
     stack.callback(upstream.release)
     return NativeStream(first, events, model, provider.name, stack)
+
+
+def _stream_error(provider: str, event: Any) -> ProxyError:
+    error = event if isinstance(event, dict) else {}
+    if isinstance(error.get("error"), dict):  # the envelope's shape, from some servers
+        error = error["error"]
+    code = str(error.get("code") or error.get("type") or "server_error")
+    return upstream_status_error(
+        provider=provider,
+        status=_STATUS_OF_CODE.get(code, 500),
+        message=str(error.get("message") or ""),
+        upstream_type=code,
+    )
 
 
 def answer(door: Door, native: NativeAnswer) -> web.Response:

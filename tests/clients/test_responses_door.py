@@ -14,7 +14,7 @@ import pytest
 
 from tests.clients.conftest import Matrix, PersonaEnv
 from tests.clients.scenario import QUESTION, TOOL_RESULT, WEATHER_ARGS, WEATHER_TOOL, Weather
-from tests.fakes.openai import error_reply, responses_answer
+from tests.fakes.openai import error_reply, responses_answer, responses_stream
 from tests.fakes.server import Reply
 
 TOOL = {"type": "function", "strict": False, **WEATHER_TOOL["function"]}
@@ -218,23 +218,7 @@ def test_native_openai_responses_pass_through(
         "include": ["usage.x"],
         "future_knob": {"x": 1},
     }
-    events = [
-        {
-            "type": "response.created",
-            "sequence_number": 0,
-            "response": {**answer, "output": [], "status": "in_progress", "usage": None},
-        },
-        {
-            "type": "response.output_text.delta",
-            "sequence_number": 1,
-            "item_id": "msg_1",
-            "output_index": 0,
-            "content_index": 0,
-            "delta": "native!",
-            "logprobs": [],
-        },
-        {"type": "response.completed", "sequence_number": 2, "response": answer},
-    ]
+    events = responses_stream(answer)
     fake_upstream.reply(Reply(events=[(e["type"], e) for e in events]))
     with c.responses.with_streaming_response.create(model="gpt", input="hi", stream=True) as r:
         body = r.read()

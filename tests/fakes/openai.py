@@ -85,6 +85,36 @@ def responses_answer(
     }
 
 
+def responses_stream(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events of ``answer`` (one message with one text part) streamed, in the order OpenAI
+    sends them (``POST /v1/responses`` with ``stream: true``; docs/wire-formats.md): created,
+    in_progress, the item and its part opened, one text delta, each closed, completed. For
+    ``Reply(events=...)``, pair each with its ``type`` as the SSE event name."""
+    message = answer["output"][0]
+    part = message["content"][0]
+    ids = {"item_id": message["id"], "output_index": 0}
+    pending = {**answer, "output": [], "status": "in_progress", "usage": None}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": pending},
+        {"type": "response.in_progress", "response": pending},
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": {**message, "status": "in_progress", "content": []},
+        },
+        {"type": "response.content_part.added", **ids, "content_index": 0,
+         "part": {**part, "text": ""}},
+        {"type": "response.output_text.delta", **ids, "content_index": 0,
+         "delta": part["text"], "logprobs": []},
+        {"type": "response.output_text.done", **ids, "content_index": 0,
+         "text": part["text"], "logprobs": []},
+        {"type": "response.content_part.done", **ids, "content_index": 0, "part": part},
+        {"type": "response.output_item.done", "output_index": 0, "item": message},
+        {"type": "response.completed", "response": answer},
+    ]  # fmt: skip
+    return [{**e, "sequence_number": n} for n, e in enumerate(events)]
+
+
 def stream_events(
     pieces: list[str],
     *,

@@ -15,7 +15,13 @@ import orjson
 import pytest
 
 from tests.fakes.anthropic import anthropic_error, anthropic_reply, load_message
-from tests.fakes.openai import completion_reply, error_reply, responses_answer, stream_reply
+from tests.fakes.openai import (
+    completion_reply,
+    error_reply,
+    responses_answer,
+    responses_stream,
+    stream_reply,
+)
 from tests.fakes.server import Reply
 from tests.routing.conftest import attempt_rows, chain_config, row
 
@@ -266,6 +272,33 @@ def test_responses_native_500_is_retried(start_proxy, upstreams):
         (2, "gpt", "ok", 200, None),
     ]
     assert row(proxy, resp.id)["api"] == "responses"
+
+
+@pytest.mark.parametrize(("code", "status"), [("server_error", 500), ("rate_limit_exceeded", 429)])
+def test_responses_native_stream_error_as_first_event_is_retried(
+    start_proxy, upstreams, code, status
+):
+    """A 200 whose first event is ``error``: nothing reached the client yet, so it is a
+    failed try like an error status, not an in-band error."""
+    oa, ant = upstreams(), upstreams()
+    proxy = start_proxy(responses_config(oa.url, ant.url))
+    error = {"type": "error", "code": code, "message": "try again", "param": None}
+    good = responses_stream(NATIVE_ANSWER)
+    oa.reply(
+        Reply(events=[("error", {**error, "sequence_number": 0})]),
+        Reply(events=[(e["type"], e) for e in good]),
+    )
+    with gpt(proxy).responses.stream(model="gpt", input="hi") as stream:
+        kinds = [e.type for e in stream]
+        final = stream.get_final_response()
+        headers = stream._response.headers  # type: ignore[attr-defined]
+    assert "error" not in kinds and final.output_text == "native!"
+    assert (headers["x-attempts"], headers["x-served-persona"]) == ("2", "gpt")
+    assert len(oa.requests) == 2 and not ant.requests
+    assert outcomes(proxy, final.id) == [
+        (1, "gpt", "failed", status, "upstream_error" if status == 500 else "rate_limit_exceeded"),
+        (2, "gpt", "ok", 200, None),
+    ]
 
 
 def test_responses_native_stream_falls_back_to_anthropic_translated(start_proxy, upstreams):
