@@ -17,7 +17,9 @@ from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fakes.openai import completion_reply, error_reply, stream_reply
+from tests.fakes.anthropic import anthropic_reply
+from tests.fakes.openai import completion_reply, error_reply, responses_answer, stream_reply
+from tests.fakes.server import Reply
 
 ADMIN = "admin-secret-123"
 CLIENT_KEY = "client-key-456"
@@ -138,14 +140,15 @@ def expected_from_rows(rows: list[dict[str, Any]]) -> dict[str, dict[tuple, floa
         p, prov, model = r["persona"] or "", r["provider"] or "", r["model"] or ""
         code = (r["error_code"] or "") if r["status"] == "error" else ""
         stream = "true" if r["stream"] else "false"
+        api = r["api"] or "chat"
         exp["persona_proxy_requests_total"][
-            lab(persona=p, provider=prov, model=model, status=r["status"], code=code)
+            lab(persona=p, provider=prov, model=model, status=r["status"], code=code, api=api)
         ] += 1
         exp["persona_proxy_request_duration_seconds_count"][
-            lab(persona=p, provider=prov, stream=stream)
+            lab(persona=p, provider=prov, stream=stream, api=api)
         ] += 1
         exp["persona_proxy_request_duration_seconds_sum"][
-            lab(persona=p, provider=prov, stream=stream)
+            lab(persona=p, provider=prov, stream=stream, api=api)
         ] += r["latency_ms"] / 1000
         exp["persona_proxy_overhead_seconds_count"][lab(persona=p, provider=prov)] += 1
         if r["stream"] and r["status"] == "ok":
@@ -462,3 +465,61 @@ def test_traces_one_client_span_per_attempt_through_a_fallback(
     # The primary upstream saw the failed attempt's own span as its parent.
     tp = fake_upstream.requests[0].headers.get("traceparent")
     assert tp == f"00-{failed.trace_id.hex()}-{failed.span_id.hex()}-01"
+
+
+def test_every_door_is_labelled_and_its_pass_through_carries_traceparent(
+    fake_upstream, start_proxy, otlp, bg_loop
+):
+    """Each front door's requests are counted under their ``api`` label and their SERVER span
+    says which door; the native pass-throughs (Messages onto anthropic, Responses onto an
+    ``openai`` provider with ``responses: native``) send their CLIENT span's traceparent
+    upstream like chat calls do."""
+    import anthropic
+
+    cfg = config(fake_upstream.url, telemetry={"otlp_endpoint": otlp.url})
+    cfg["providers"]["oa"]["responses"] = "native"
+    cfg["providers"]["ant"] = {
+        "type": "anthropic",
+        "api_key": "sk-ant",
+        "base_url": fake_upstream.url,
+    }
+    cfg["personas"]["claude"] = {"provider": "ant", "model": "claude-sonnet-4-5"}
+    proxy = start_proxy(cfg)
+    fake_upstream.reply(
+        completion_reply("chat"),
+        Reply(json=responses_answer()),
+        anthropic_reply("plain_text", False),
+    )
+    oa = openai.OpenAI(base_url=proxy.base_url, api_key=CLIENT_KEY, max_retries=0)
+    ant = anthropic.Anthropic(base_url=proxy.url, api_key=CLIENT_KEY, max_retries=0)
+    hi = [{"role": "user", "content": "hi"}]
+    oa.chat.completions.create(model="writer", messages=hi)  # type: ignore[arg-type]
+    oa.responses.create(model="writer", input="hi")
+    ant.messages.create(model="claude", max_tokens=20, messages=hi)  # type: ignore[arg-type]
+    ant.messages.create(model="parrot", max_tokens=20, messages=hi)  # type: ignore[arg-type]
+    oa.embeddings.create(model="parrot", input="hi")
+    rows = proxy.rows()
+    assert sorted(r["api"] for r in rows) == [
+        "chat", "embeddings", "messages", "messages", "responses",
+    ]  # fmt: skip
+    got = scrape(proxy.url)
+    assert_metrics_match(got, rows)
+    bg_loop.run(_shutdown_tracing(proxy.app))
+    servers = {
+        _attrs(s)["persona_proxy.request_id"]: s for s in otlp.spans if s.kind == s.SPAN_KIND_SERVER
+    }
+    assert {rid: _attrs(s)["persona_proxy.api"] for rid, s in servers.items()} == {
+        r["id"]: r["api"] for r in rows
+    }
+    clients = [s for s in otlp.spans if s.kind == s.SPAN_KIND_CLIENT]
+    sent = [r.headers.get("traceparent") for r in fake_upstream.requests]
+    assert [r.path for r in fake_upstream.requests] == [
+        "/v1/chat/completions", "/v1/responses", "/v1/messages",
+    ]  # fmt: skip
+    for tp, request in zip(sent, fake_upstream.requests, strict=True):
+        span = next(
+            (c for c in clients if tp == f"00-{c.trace_id.hex()}-{c.span_id.hex()}-01"), None
+        )
+        assert span is not None, (request.path, tp)
+        server = next(s for s in servers.values() if s.span_id == span.parent_span_id)
+        assert _attrs(server)["url.path"] == request.path

@@ -48,7 +48,8 @@ _LIMIT_OF_CODE = {
     "insufficient_quota": "budget",
 }
 
-# Entry layout per (persona, provider, model, status, code, stream):
+# One entry per key (persona, provider, model, status, code, stream, api), laid out as:
+_KEY_LEN = 7
 _N, _DUR_SUM, _DUR_B, _OV_SUM, _OV_B, _TTFT_SUM, _TTFT_B, _TOK, _COST = range(9)
 
 CircuitSource = Callable[[], Iterable[tuple[str, str, bool]]]
@@ -89,7 +90,15 @@ class Totals:
         rec = req.rec
         stream = "true" if rec.stream else "false"
         code = (rec.error_code or "") if rec.status == "error" else ""
-        key = (rec.persona or "", rec.provider or "", rec.model or "", rec.status, code, stream)
+        key = (
+            rec.persona or "",
+            rec.provider or "",
+            rec.model or "",
+            rec.status,
+            code,
+            stream,
+            getattr(rec, "api", None) or "chat",
+        )
         e = self.series.get(key)
         if e is None:
             e = self.series[key] = _entry()
@@ -141,7 +150,7 @@ class Totals:
 
     def merge(self, data: dict[str, Any]) -> None:
         for row in data.get("series", ()):
-            key, vals = tuple(row[:6]), row[6:]
+            key, vals = tuple(row[:_KEY_LEN]), row[_KEY_LEN:]
             e = self.series.get(key)
             if e is None:
                 e = self.series[key] = _entry()
@@ -220,17 +229,18 @@ class _Collector:
         s = t.series
         requests = CounterMetricFamily(
             "persona_proxy_requests",
-            "Client requests by persona, provider, upstream model, status and error code.",
-            labels=["persona", "provider", "model", "status", "code"],
+            "Client requests by persona, provider, upstream model, status, error code and front "
+            "door (api: chat, responses, messages, embeddings).",
+            labels=["persona", "provider", "model", "status", "code", "api"],
         )
-        for key, entries in sorted(_sum_by(s, (0, 1, 2, 3, 4)).items()):
+        for key, entries in sorted(_sum_by(s, (0, 1, 2, 3, 4, 6)).items()):
             requests.add_metric(list(key), sum(e[_N] for e in entries))
         yield requests
         yield _histogram(
             "persona_proxy_request_duration_seconds",
-            "Whole request latency, errors included.",
-            ["persona", "provider", "stream"],
-            _sum_by(s, (0, 1, 5)),
+            "Whole request latency, errors included, by front door (api) too.",
+            ["persona", "provider", "stream", "api"],
+            _sum_by(s, (0, 1, 5, 6)),
             _DUR_SUM,
             _DUR_B,
             DURATION_BUCKETS,

@@ -146,6 +146,7 @@ class Tracing:
             "persona_proxy.request_id": rec.id,
             "persona_proxy.status": rec.status,
             "persona_proxy.attempts": rec.attempts,
+            "persona_proxy.api": getattr(rec, "api", None) or "chat",  # the front door
         }
         if rec.http_status is not None:
             attrs["http.response.status_code"] = rec.http_status
