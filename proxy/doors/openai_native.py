@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from aiohttp import web
@@ -29,7 +30,12 @@ from proxy.doors.passthrough import (
     relay,
 )
 from proxy.errors import ProxyError, upstream_status_error
-from proxy.providers.base import translating_errors
+from proxy.observe import traced
+from proxy.providers.base import (
+    parse_error_body,
+    raise_for_upstream_status,
+    translating_errors,
+)
 from proxy.router import Candidate
 from proxy.sse import SSE_HEADERS
 from translators.base import Usage
@@ -148,6 +154,21 @@ def _stream_error(provider: str, event: Any) -> ProxyError:
         message=str(error.get("message") or ""),
         upstream_type=code,
     )
+
+
+async def stored(provider: Any, method: str, response_id: str) -> web.Response | None:
+    """``GET`` or ``DELETE /responses/{id}`` on the upstream that stored a natively served
+    response; its answer as it came, or None when the upstream does not know the id."""
+    url = f"{provider.config.base_url.rstrip('/')}/responses/{quote(response_id, safe='')}"
+    with translating_errors(provider.name):
+        async with provider.session.request(
+            method, url, headers=traced(provider._headers()), timeout=provider.timeout
+        ) as resp:
+            if resp.status == 404:
+                return None
+            await raise_for_upstream_status(resp, provider=provider.name, parse=parse_error_body)
+            raw = await resp.read()
+    return web.Response(body=raw, content_type="application/json")
 
 
 def answer(door: Door, native: NativeAnswer) -> web.Response:

@@ -36,7 +36,9 @@ from proxy.doors.passthrough import NativeAnswer, NativeStream
 from proxy.doors.responses_store import RESPONSE_STORE
 from proxy.errors import InvalidRequest, ProxyError, json_error
 from proxy.governance.gate import estimate_chat_tokens
+from proxy.handlers import resolve_persona
 from proxy.router import PeekedStream, complete_once, open_stream
+from proxy.routing.runtime import RUNTIME
 from proxy.sse import SSE_HEADERS
 from translators import responses_door as tr
 from translators.base import TranslationError
@@ -238,15 +240,49 @@ async def _stream(
 
 
 async def retrieve(request: web.Request) -> web.Response:
-    response_id = request.match_info["id"]
-    stored = await request.app[RESPONSE_STORE].load(response_id)
-    if stored is None:
-        return json_error(_not_found(response_id))
-    return web.Response(body=orjson.dumps(stored[1]), content_type="application/json")
+    return await _stored(request, "GET")
 
 
 async def delete(request: web.Request) -> web.Response:
+    return await _stored(request, "DELETE")
+
+
+async def _stored(request: web.Request, method: str) -> web.Response:
+    """A response the proxy stored, else one the persona's native upstream stored (a
+    natively served response is the upstream's: its id is the upstream's own)."""
     response_id = request.match_info["id"]
-    if not await request.app[RESPONSE_STORE].delete(response_id):
-        return json_error(_not_found(response_id))
-    return web.json_response({"id": response_id, "object": "response.deleted", "deleted": True})
+    store = request.app[RESPONSE_STORE]
+    try:
+        if method == "GET":
+            found = await store.load(response_id)
+            if found is not None:
+                return web.Response(body=orjson.dumps(found[1]), content_type="application/json")
+        elif await store.delete(response_id):
+            return web.json_response(
+                {"id": response_id, "object": "response.deleted", "deleted": True}
+            )
+        provider = _native_provider(request)
+        if provider is not None:
+            answer = await openai_native.stored(provider, method, response_id)
+            if answer is not None:
+                return answer
+    except ProxyError as exc:
+        return json_error(exc)
+    return json_error(_not_found(response_id))
+
+
+def _native_provider(request: web.Request) -> Any:
+    """The first ``responses: native`` provider of the chain of the persona the request names
+    (header, else the default persona), if any."""
+    runtime = request.app[RUNTIME].current
+    settings = runtime.settings
+    try:
+        name, _ = resolve_persona(
+            settings, request.headers.get(settings.server.persona_header), None
+        )
+    except ProxyError:  # no persona named and no default: only the proxy's own store
+        return None
+    for cand in runtime.router.chains[name]:
+        if openai_native.is_native(cand):
+            return cand.provider
+    return None

@@ -274,6 +274,33 @@ def test_responses_native_500_is_retried(start_proxy, upstreams):
     assert row(proxy, resp.id)["api"] == "responses"
 
 
+def test_responses_stored_upstream_are_retrieved_and_deleted_there(start_proxy, upstreams):
+    """A natively served response is the upstream's: GET and DELETE by its id go to the
+    persona's native upstream when the proxy's own store does not hold it."""
+    oa, ant = upstreams(), upstreams()
+    proxy = start_proxy(responses_config(oa.url, ant.url))
+    c = openai.OpenAI(
+        base_url=proxy.base_url, api_key="x", max_retries=0, default_headers={"x-persona": "gpt"}
+    )
+    deleted = {"id": "resp_upstream1", "object": "response.deleted", "deleted": True}
+    oa.reply(Reply(json=NATIVE_ANSWER), Reply(json=deleted))
+    assert c.responses.retrieve("resp_upstream1").output_text == "native!"
+    c.responses.delete("resp_upstream1")
+    oa.reply(error_reply(404, "No response found with id 'resp_upstream1'."))
+    with pytest.raises(openai.NotFoundError):
+        c.responses.retrieve("resp_upstream1")
+    assert [(r.method, r.path) for r in oa.requests] == [
+        ("GET", "/v1/responses/resp_upstream1"),
+        ("DELETE", "/v1/responses/resp_upstream1"),
+        ("GET", "/v1/responses/resp_upstream1"),
+    ]
+    assert oa.requests[0].headers["Authorization"] == "Bearer sk-oa"
+    # A persona with no native provider has only the proxy's store.
+    with pytest.raises(openai.NotFoundError):
+        c.responses.retrieve("resp_upstream1", extra_headers={"x-persona": "cl"})
+    assert len(oa.requests) == 3 and not ant.requests
+
+
 @pytest.mark.parametrize(("code", "status"), [("server_error", 500), ("rate_limit_exceeded", 429)])
 def test_responses_native_stream_error_as_first_event_is_retried(
     start_proxy, upstreams, code, status
