@@ -38,13 +38,6 @@ def window_seconds(now_ms: int, window_ms: int) -> tuple[int, int]:
     return now_ms // 1000, (now_ms - window_ms) // 1000 + 1
 
 
-def reset_ms(buckets: dict[int, int], now_ms: int, window_ms: int) -> int:
-    """Milliseconds until the oldest live bucket leaves the window (0: none)."""
-    if not buckets:
-        return 0
-    return min(min(buckets) * 1000 + window_ms - now_ms, window_ms)
-
-
 class StateUnavailable(Exception):
     """The shared store could not be reached in time; the message says why (never a secret)."""
 

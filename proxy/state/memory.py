@@ -19,22 +19,61 @@ from proxy.state.base import (
     Settlement,
     Standing,
     Verdict,
-    reset_ms,
     window_seconds,
 )
 
 SWEEP_EVERY = 1024  # writes between sweeps of expired plain keys
 
 
-class _Subject:
-    """One subject's live counters: one-second buckets of requests and of tokens, parallel
-    holders (the layout of the Redis hash, ``proxy/state/redis_state.py``)."""
+class _Window:
+    """One-second buckets of one count (requests or tokens) with their running total and
+    oldest second, so that a decision costs no pass over the buckets: only a second leaving
+    the window (once a second at most) looks at them all."""
 
-    __slots__ = ("requests", "buckets", "parallel")
+    __slots__ = ("buckets", "total", "oldest")
 
     def __init__(self) -> None:
-        self.requests: dict[int, int] = {}  # second -> requests admitted
-        self.buckets: dict[int, int] = {}  # second -> tokens (reserved or used)
+        self.buckets: dict[int, int] = {}  # second -> count
+        self.total = 0
+        self.oldest = 0  # the smallest second in buckets (meaningless while empty)
+
+    def expire(self, first_live: int) -> None:
+        if self.buckets and self.oldest < first_live:
+            for sec in [sec for sec in self.buckets if sec < first_live]:
+                self.total -= self.buckets.pop(sec)
+            self.oldest = min(self.buckets) if self.buckets else 0
+
+    def add(self, sec: int, n: int) -> None:
+        if not self.buckets or sec < self.oldest:
+            self.oldest = sec
+        self.buckets[sec] = self.buckets.get(sec, 0) + n
+        self.total += n
+
+    def take(self, sec: int, n: int) -> None:
+        """Remove up to ``n`` from second ``sec``'s bucket (a reservation being settled)."""
+        have = self.buckets.get(sec)
+        if have is not None:
+            left = max(have - n, 0)
+            self.buckets[sec] = left
+            self.total -= have - left
+
+    def reset_ms(self, now_ms: int, window_ms: int) -> int:
+        """Milliseconds until the oldest live bucket leaves the window (0: none); the Redis
+        scripts do the same arithmetic (``proxy/state/redis_state.py``)."""
+        if not self.buckets:
+            return 0
+        return min(self.oldest * 1000 + window_ms - now_ms, window_ms)
+
+
+class _Subject:
+    """One subject's live counters: requests and tokens in the window, parallel holders (the
+    layout of the Redis hash, ``proxy/state/redis_state.py``)."""
+
+    __slots__ = ("requests", "tokens", "parallel")
+
+    def __init__(self) -> None:
+        self.requests = _Window()
+        self.tokens = _Window()  # reserved or used
         self.parallel: dict[str, int] = {}  # request id -> admission time (ms)
 
 
@@ -125,10 +164,8 @@ class InProcessState:
         if s is None:
             s = self._subjects[name] = _Subject()
         _, first_live = window_seconds(now_ms, self._window_ms)
-        for buckets in (s.requests, s.buckets):
-            if buckets and min(buckets) < first_live:
-                for sec in [sec for sec in buckets if sec < first_live]:
-                    del buckets[sec]
+        s.requests.expire(first_live)
+        s.tokens.expire(first_live)
         if s.parallel:
             lease_ms = int(self.lease_s * 1000)
             for rid in [r for r, t in s.parallel.items() if t <= now_ms - lease_ms]:
@@ -153,10 +190,10 @@ class InProcessState:
             s = self._subject(q.subject, now_ms)
             subjects.append(s)
             st = Standing(
-                requests_used=sum(s.requests.values()),
-                requests_reset_ms=reset_ms(s.requests, now_ms, win),
-                tokens_used=sum(s.buckets.values()),
-                tokens_reset_ms=reset_ms(s.buckets, now_ms, win),
+                requests_used=s.requests.total,
+                requests_reset_ms=s.requests.reset_ms(now_ms, win),
+                tokens_used=s.tokens.total,
+                tokens_reset_ms=s.tokens.reset_ms(now_ms, win),
                 parallel=len(s.parallel),
             )
             verdict.standings.append(st)
@@ -190,16 +227,16 @@ class InProcessState:
         sec, _ = window_seconds(now_ms, win)
         for q, s, st in zip(quotas, subjects, verdict.standings, strict=True):
             if q.rpm is not None:
-                s.requests[sec] = s.requests.get(sec, 0) + 1
+                s.requests.add(sec, 1)
                 st.requests_used += 1
-                st.requests_reset_ms = reset_ms(s.requests, now_ms, win)
+                st.requests_reset_ms = s.requests.reset_ms(now_ms, win)
             if q.max_parallel is not None:
                 s.parallel[request_id] = now_ms
                 st.parallel += 1
             if q.tpm is not None and tokens > 0:
-                s.buckets[sec] = s.buckets.get(sec, 0) + tokens
+                s.tokens.add(sec, tokens)
                 st.tokens_used += tokens
-                st.tokens_reset_ms = reset_ms(s.buckets, now_ms, win)
+                st.tokens_reset_ms = s.tokens.reset_ms(now_ms, win)
         return verdict
 
     async def settle(self, s: Settlement) -> None:
@@ -213,12 +250,10 @@ class InProcessState:
             if q.max_parallel is not None:
                 sub.parallel.pop(s.request_id, None)
             if q.tpm is not None:
-                reserved_at = s.admitted_at_ms // 1000
-                if s.reserved_tokens and reserved_at in sub.buckets:
-                    sub.buckets[reserved_at] = max(sub.buckets[reserved_at] - s.reserved_tokens, 0)
+                if s.reserved_tokens:
+                    sub.tokens.take(s.admitted_at_ms // 1000, s.reserved_tokens)
                 if s.tokens:
-                    sec = now_ms // 1000
-                    sub.buckets[sec] = sub.buckets.get(sec, 0) + s.tokens
+                    sub.tokens.add(now_ms // 1000, s.tokens)
             if q.budget_counter is not None and s.cost_usd:
                 item = self._spend.get(q.budget_counter)
                 if item is not None:
