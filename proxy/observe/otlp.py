@@ -85,17 +85,40 @@ def _any_value(value: Any) -> bytes:
     return _ld(1, str(value).encode())
 
 
-def attributes(attrs: dict[str, Any], field: int) -> bytes:
-    """Repeated KeyValue ``field`` (9 on a Span, 1 on a Resource)."""
+# Whole encoded KeyValues of the pairs that repeat from span to span (a persona, a model, a
+# status, a token count): about 1 us each to encode, a dict lookup once cached (measured:
+# 21.7 -> 13.5 us to encode a request's two spans). Pairs whose value is unique to a request
+# (``unique`` keys, float costs) are never cached; the cache stops growing at _PAIRS_MAX.
+_PAIRS: dict[tuple[int, str, type, Any], bytes] = {}  # the type: True == 1, yet not alike
+_PAIRS_MAX = 8192
+_CACHEABLE = frozenset({str, int, bool, tuple})  # hashable, and repeating (floats: costs)
+
+
+def _pair(field: int, key: str, value: Any) -> bytes:
+    head = _KEYS.get((field, key))
+    if head is None:
+        head = _KEYS[(field, key)] = _ld(1, key.encode())
+    body = head + _ld(2, _any_value(value))
+    return _SMALL[field << 3 | 2] + _varint(len(body)) + body
+
+
+def attributes(attrs: dict[str, Any], field: int, unique: frozenset[str] = frozenset()) -> bytes:
+    """Repeated KeyValue ``field`` (9 on a Span, 1 on a Resource). ``unique``: keys whose
+    values do not repeat (ids), not worth caching."""
     parts = []
     for key, value in attrs.items():
         if value is None:
             continue
-        head = _KEYS.get((field, key))
-        if head is None:
-            head = _KEYS[(field, key)] = _ld(1, key.encode())
-        body = head + _ld(2, _any_value(value))
-        parts.append(_SMALL[field << 3 | 2] + _varint(len(body)) + body)
+        kind = type(value)
+        if key in unique or kind not in _CACHEABLE:
+            parts.append(_pair(field, key, value))
+            continue
+        cached = _PAIRS.get((field, key, kind, value))
+        if cached is None:
+            cached = _pair(field, key, value)
+            if len(_PAIRS) < _PAIRS_MAX and (kind is not str or len(value) < 256):
+                _PAIRS[(field, key, kind, value)] = cached
+        parts.append(cached)
     return b"".join(parts)
 
 
@@ -114,8 +137,9 @@ def span(
     end_ns: int,
     attrs: dict[str, Any],
     error: bool,
+    unique: frozenset[str] = frozenset(),
 ) -> bytes:
-    """One encoded ``Span`` message."""
+    """One encoded ``Span`` message (``unique``: as for :func:`attributes`)."""
     out = (
         _ld(1, trace_id.to_bytes(16, "big"))
         + _ld(2, span_id.to_bytes(8, "big"))
@@ -127,7 +151,7 @@ def span(
         + _pack_fixed64(start_ns)
         + _varint(8 << 3 | 1)
         + _pack_fixed64(end_ns)
-        + attributes(attrs, 9)
+        + attributes(attrs, 9, unique)
     )
     if error:
         out += _ld(15, _varint(3 << 3) + _varint(STATUS_ERROR))

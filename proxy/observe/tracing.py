@@ -38,6 +38,15 @@ from proxy.redact import redact
 log = logging.getLogger(__name__)
 
 SEMCONV_SCHEMA_URL = "https://opentelemetry.io/schemas/1.38.0"
+# Attributes whose values are new on every request: the encoder does not cache them.
+UNIQUE = frozenset(
+    {
+        "persona_proxy.request_id",
+        "gen_ai.response.id",
+        "gen_ai.input.messages",
+        "gen_ai.output.messages",
+    }
+)
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 # gen_ai.provider.name well-known values, by our provider type.
@@ -169,6 +178,7 @@ class Tracing:
                 end_ns=ns(end),
                 attrs=attrs,
                 error=failed,
+                unique=UNIQUE,
             )
         ]
         rows = [r for r in getattr(rec, "attempt_rows", None) or () if r.outcome != "skipped"]
@@ -231,6 +241,7 @@ class Tracing:
                     end_ns=ns(max(t_end, t_start)),
                     attrs=a,
                     error=not ok,
+                    unique=UNIQUE,
                 )
             )
         return spans
