@@ -35,7 +35,7 @@ from proxy.doors.common import (
 from proxy.doors.passthrough import NativeAnswer, NativeStream
 from proxy.doors.responses_store import RESPONSE_STORE
 from proxy.errors import InvalidRequest, ProxyError, json_error
-from proxy.governance.gate import estimate_chat_tokens
+from proxy.governance.gate import check_persona_allowed, estimate_chat_tokens
 from proxy.handlers import resolve_persona
 from proxy.router import PeekedStream, complete_once, open_stream
 from proxy.routing.runtime import RUNTIME
@@ -273,7 +273,8 @@ async def _stored(request: web.Request, method: str) -> web.Response:
 
 def _native_provider(request: web.Request) -> Any:
     """The first ``responses: native`` provider of the chain of the persona the request names
-    (header, else the default persona), if any."""
+    (header, else the default persona), if any; 403 when the client key may not use that
+    persona (the lookup spends the persona's upstream credentials)."""
     runtime = request.app[RUNTIME].current
     settings = runtime.settings
     try:
@@ -282,7 +283,8 @@ def _native_provider(request: web.Request) -> Any:
         )
     except ProxyError:  # no persona named and no default: only the proxy's own store
         return None
-    for cand in runtime.router.chains[name]:
-        if openai_native.is_native(cand):
-            return cand.provider
-    return None
+    native = next((c for c in runtime.router.chains[name] if openai_native.is_native(c)), None)
+    if native is None:
+        return None
+    check_persona_allowed(request, name)
+    return native.provider

@@ -225,13 +225,9 @@ async def _seed(
         await state.seed_spend(q.budget_counter, usd, q.budget_ttl_s)
 
 
-async def admit(
-    request: web.Request,
-    persona_name: str,
-    tokens: int | Callable[[], int],
-    rec: UsageRecord,
-) -> None:
-    """Let the request through or raise 403/429/503 (see the module's docstring)."""
+def check_persona_allowed(request: web.Request, persona_name: str) -> ClientKey | None:
+    """The request's client key (None when auth is off), or 403 ``persona_not_allowed`` when
+    that key may not use the persona."""
     key = request.get(CLIENT_KEY)
     if key is not None and key.personas is not None and persona_name not in key.personas:
         raise PersonaNotAllowed(
@@ -239,6 +235,17 @@ async def admit(
             f"it may use: {', '.join(sorted(key.personas)) or 'none'}.",
             param="model",
         )
+    return key
+
+
+async def admit(
+    request: web.Request,
+    persona_name: str,
+    tokens: int | Callable[[], int],
+    rec: UsageRecord,
+) -> None:
+    """Let the request through or raise 403/429/503 (see the module's docstring)."""
+    key = check_persona_allowed(request, persona_name)
     persona = request.app[SETTINGS].personas.get(persona_name)
     limits = persona.limits if persona is not None else None
     if (key is None or not key.limited) and limits is None:

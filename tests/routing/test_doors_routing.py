@@ -301,6 +301,20 @@ def test_responses_stored_upstream_are_retrieved_and_deleted_there(start_proxy, 
     assert len(oa.requests) == 3 and not ant.requests
 
 
+def test_responses_upstream_lookup_needs_a_key_allowed_on_the_persona(start_proxy, upstreams):
+    oa, ant = upstreams(), upstreams()
+    cfg = responses_config(oa.url, ant.url)
+    cfg["keys"] = {"team-cl": {"key": "team-cl-secret-1", "personas": ["cl"]}}
+    proxy = start_proxy(cfg)
+    c = openai.OpenAI(base_url=proxy.base_url, api_key="team-cl-secret-1", max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError) as err:
+        c.responses.retrieve("resp_upstream1", extra_headers={"x-persona": "gpt"})
+    assert err.value.code == "persona_not_allowed"
+    with pytest.raises(openai.PermissionDeniedError):
+        c.responses.delete("resp_upstream1", extra_headers={"x-persona": "gpt"})
+    assert not oa.requests  # the upstream's credentials were not spent for this key
+
+
 @pytest.mark.parametrize(("code", "status"), [("server_error", 500), ("rate_limit_exceeded", 429)])
 def test_responses_native_stream_error_as_first_event_is_retried(
     start_proxy, upstreams, code, status
