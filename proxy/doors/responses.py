@@ -35,7 +35,7 @@ from proxy.doors.common import (
 from proxy.doors.passthrough import NativeAnswer, NativeStream
 from proxy.doors.responses_store import RESPONSE_STORE
 from proxy.errors import InvalidRequest, ProxyError, json_error
-from proxy.governance.gate import check_persona_allowed, estimate_chat_tokens
+from proxy.governance.gate import CLIENT_KEY, check_persona_allowed, estimate_chat_tokens
 from proxy.handlers import resolve_persona
 from proxy.router import PeekedStream, complete_once, open_stream
 from proxy.routing.runtime import RUNTIME
@@ -122,6 +122,8 @@ async def create(request: web.Request) -> web.StreamResponse:
         missing, native_gap = False, None
         if previous and not all(openai_native.is_native(c) for c in chain):
             stored = await db.load(str(previous))
+            if stored is not None and not _visible(request, stored):
+                stored = None  # another team's conversation: as if it did not exist
             if stored is None:
                 if not native_any:
                     raise InvalidRequest(
@@ -131,7 +133,7 @@ async def create(request: web.Request) -> web.StreamResponse:
                     )
                 missing = True
             else:
-                history = stored[0] + stored[1].get("output", [])
+                history = stored.items + stored.response.get("output", [])
                 native_gap = ("the conversation the proxy stored", "previous_response_id")
         turn = _Turn(body, history, missing)
         chat = None
@@ -253,14 +255,19 @@ async def _stored(request: web.Request, method: str) -> web.Response:
     response_id = request.match_info["id"]
     store = request.app[RESPONSE_STORE]
     try:
-        if method == "GET":
-            found = await store.load(response_id)
-            if found is not None:
-                return web.Response(body=orjson.dumps(found[1]), content_type="application/json")
-        elif await store.delete(response_id):
-            return web.json_response(
-                {"id": response_id, "object": "response.deleted", "deleted": True}
-            )
+        found = await store.load(response_id)
+        if found is not None:
+            if not _visible(request, found):
+                return json_error(_not_found(response_id))
+            if method == "GET":
+                return web.Response(
+                    body=orjson.dumps(found.response), content_type="application/json"
+                )
+            if await store.delete(response_id):
+                return web.json_response(
+                    {"id": response_id, "object": "response.deleted", "deleted": True}
+                )
+            return json_error(_not_found(response_id))  # deleted meanwhile
         provider = _native_provider(request)
         if provider is not None:
             answer = await openai_native.stored(provider, method, response_id)
@@ -269,6 +276,14 @@ async def _stored(request: web.Request, method: str) -> web.Response:
     except ProxyError as exc:
         return json_error(exc)
     return json_error(_not_found(response_id))
+
+
+def _visible(request: web.Request, stored: responses_store.Stored) -> bool:
+    """A stored response is the business of the keys that may use the persona that made it:
+    a key limited to some personas neither reads, continues nor deletes another's (404, as for
+    an unknown id, so an id does not tell whether it exists)."""
+    key = request.get(CLIENT_KEY)
+    return key is None or key.personas is None or stored.persona in key.personas
 
 
 def _native_provider(request: web.Request) -> Any:

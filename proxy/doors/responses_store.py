@@ -30,7 +30,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiohttp import web
@@ -89,12 +89,19 @@ def row_of(
     )
 
 
-async def load(
-    db: Database, response_id: str
-) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
-    """``(input items, response)`` of a stored, unexpired response, else None."""
+class Stored(NamedTuple):
+    """What a stored response gives the next turn, and the persona that made it."""
+
+    items: list[dict[str, Any]]  # the conversation's input items up to that request
+    response: dict[str, Any]
+    persona: str | None
+
+
+async def load(db: Database, response_id: str) -> Stored | None:
+    """A stored, unexpired response, else None."""
     row = await db.fetchone(
-        "SELECT request_json, response_json, expires_at FROM responses WHERE id = ?", response_id
+        "SELECT request_json, response_json, persona, expires_at FROM responses WHERE id = ?",
+        response_id,
     )
     if row is None:
         return None
@@ -103,14 +110,15 @@ async def load(
         when = expires if isinstance(expires, datetime) else datetime.fromisoformat(str(expires))
         if when < datetime.now(UTC):
             return None
-    return orjson.loads(row["request_json"] or "[]"), orjson.loads(row["response_json"])
+    return Stored(
+        orjson.loads(row["request_json"] or "[]"),
+        orjson.loads(row["response_json"]),
+        row["persona"],
+    )
 
 
 async def delete(db: Database, response_id: str) -> bool:
     return bool(await db.execute("DELETE FROM responses WHERE id = ?", response_id))
-
-
-Stored = tuple[list[dict[str, Any]], dict[str, Any]]
 
 
 class ResponseStore:
@@ -124,7 +132,7 @@ class ResponseStore:
         self.writer: asyncio.Task[None] | None = None
 
     def save(self, *, response: dict[str, Any], persona: str, items: list[dict[str, Any]]) -> None:
-        self.pending[response["id"]] = (items, response)
+        self.pending[response["id"]] = Stored(items, response, persona)
         self.queue.append((response, persona, items, datetime.now(UTC)))
         if self.writer is None:
             self.writer = asyncio.get_running_loop().create_task(self._write())

@@ -301,6 +301,44 @@ def test_responses_stored_upstream_are_retrieved_and_deleted_there(start_proxy, 
     assert len(oa.requests) == 3 and not ant.requests
 
 
+def test_stored_responses_are_seen_only_by_keys_allowed_on_their_persona(start_proxy):
+    """Two teams, each with a key limited to its own persona, and an unrestricted key: a team
+    cannot read, continue or delete the other's stored responses (404 and
+    previous_response_not_found, as for an id that does not exist)."""
+    proxy = start_proxy(
+        {
+            "providers": {"e": {"type": "echo"}},
+            "personas": {
+                "a": {"provider": "e", "model": "echo"},
+                "b": {"provider": "e", "model": "echo"},
+            },
+            "keys": {
+                "team-a": {"key": "team-a-secret-1", "personas": ["a"]},
+                "team-b": {"key": "team-b-secret-1", "personas": ["b"]},
+                "ops": {"key": "ops-secret-12345"},
+            },
+        }
+    )
+
+    def as_(key: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=proxy.base_url, api_key=key, max_retries=0)
+
+    a, b, ops = as_("team-a-secret-1"), as_("team-b-secret-1"), as_("ops-secret-12345")
+    made = a.responses.create(model="a", input="team a's secret plan")
+    with pytest.raises(openai.NotFoundError):
+        b.responses.retrieve(made.id)
+    with pytest.raises(openai.BadRequestError) as err:
+        b.responses.create(model="b", input="go on", previous_response_id=made.id)
+    assert err.value.code == "previous_response_not_found"
+    with pytest.raises(openai.NotFoundError):
+        b.responses.delete(made.id)
+    assert ops.responses.retrieve(made.id).output_text == "team a's secret plan"
+    assert a.responses.create(model="a", input="more", previous_response_id=made.id).output_text
+    a.responses.delete(made.id)
+    with pytest.raises(openai.NotFoundError):
+        ops.responses.retrieve(made.id)
+
+
 def test_responses_upstream_lookup_needs_a_key_allowed_on_the_persona(start_proxy, upstreams):
     oa, ant = upstreams(), upstreams()
     cfg = responses_config(oa.url, ant.url)
