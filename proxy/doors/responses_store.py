@@ -8,11 +8,11 @@ signed thinking blocks). A turn with ``previous_response_id`` reads one row and 
 
 Writes are behind the answer (:class:`ResponseStore`), like the usage rows': the client does
 not wait for the insert, and one writer task stores what queued within :data:`WRITE_BEHIND_S`
-(the usage writer's batch window) in one append (``COPY`` on PostgreSQL, one transaction on
-SQLite). Each write is a hop to the database's thread (three on SQLite) that, on a busy core,
-lands in the middle of the next request: written every 2 ms it cost the door 0.2 ms of added
-p50 (bench/doors.py, ``responses-openai-store``); every 50 ms it is spread over all the
-requests of that window.
+(the usage writer's batch window) in one append (``COPY`` on PostgreSQL, a multi-row INSERT
+on SQLite). Each write is a hop to the database's thread that, on a busy core, lands in the
+middle of the next request: written whenever rows had queued (every 1-3 ms under load) it cost
+the door 0.15-0.2 ms of added p50 (bench/doors.py, ``responses-openai-store``); once per 50 ms
+it is spread over all the requests of that window.
 
 Until its row is written, this process answers ``GET`` and ``previous_response_id`` from
 memory, and ``DELETE`` waits for the write first, so a deleted response never comes back.
