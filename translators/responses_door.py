@@ -280,6 +280,33 @@ def _suffix(response_id: str) -> str:
     return response_id.removeprefix("resp_")
 
 
+def listed_items(items: list[JSONDict], response_id: str) -> list[JSONDict]:
+    """The conversation's input items as ``GET /v1/responses/{id}/input_items`` lists them:
+    each with an ``id`` (the client's, the output's own, else one made from the response id and
+    the item's place, so the same on every call: pagination cursors are ids), and messages in
+    the listed shape (``type: message``, ``status``, content parts; a string content becomes
+    one ``input_text``, or ``output_text`` for the assistant)."""
+    out: list[JSONDict] = []
+    suffix = _suffix(response_id)
+    for i, item in enumerate(items):
+        listed = dict(item)
+        kind = listed.get("type") or ("message" if "role" in listed else "item")
+        listed["type"] = kind
+        if not isinstance(listed.get("id"), str):
+            prefix = "msg" if kind == "message" else "item"
+            listed["id"] = f"{prefix}_{suffix}_{i:04d}"
+        if kind == "message":
+            listed.setdefault("status", "completed")
+            if isinstance(listed.get("content"), str):
+                part = "output_text" if listed.get("role") == "assistant" else "input_text"
+                text_part: JSONDict = {"type": part, "text": listed["content"]}
+                if part == "output_text":
+                    text_part["annotations"] = []
+                listed["content"] = [text_part]
+        out.append(listed)
+    return out
+
+
 def reasoning_item(response_id: str, text: str, blocks: list[JSONDict]) -> JSONDict:
     item: JSONDict = {
         "id": f"rs_{_suffix(response_id)}",

@@ -11,7 +11,7 @@ Each candidate of the persona's chain that is such a provider gets this pass-thr
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 from urllib.parse import quote
@@ -156,13 +156,25 @@ def _stream_error(provider: str, event: Any) -> ProxyError:
     )
 
 
-async def stored(provider: Any, method: str, response_id: str) -> web.Response | None:
-    """``GET`` or ``DELETE /responses/{id}`` on the upstream that stored a natively served
-    response; its answer as it came, or None when the upstream does not know the id."""
-    url = f"{provider.config.base_url.rstrip('/')}/responses/{quote(response_id, safe='')}"
+async def stored(
+    provider: Any,
+    method: str,
+    response_id: str,
+    *,
+    sub: str = "",
+    query: Mapping[str, str] | None = None,
+) -> web.Response | None:
+    """``GET`` or ``DELETE /responses/{id}`` (``sub``: ``/input_items``, with the client's
+    ``query``) on the upstream that stored a natively served response; its answer as it came,
+    or None when the upstream does not know the id."""
+    url = f"{provider.config.base_url.rstrip('/')}/responses/{quote(response_id, safe='')}{sub}"
     with translating_errors(provider.name):
         async with provider.session.request(
-            method, url, headers=traced(provider._headers()), timeout=provider.timeout
+            method,
+            url,
+            params=dict(query or {}),
+            headers=traced(provider._headers()),
+            timeout=provider.timeout,
         ) as resp:
             if resp.status == 404:
                 return None

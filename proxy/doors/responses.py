@@ -52,6 +52,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/responses", create)
     app.router.add_get("/v1/responses/{id}", retrieve)
     app.router.add_delete("/v1/responses/{id}", delete)
+    app.router.add_get("/v1/responses/{id}/input_items", input_items)
 
 
 def _not_found(response_id: str) -> ProxyError:
@@ -276,6 +277,63 @@ async def _stored(request: web.Request, method: str) -> web.Response:
     except ProxyError as exc:
         return json_error(exc)
     return json_error(_not_found(response_id))
+
+
+async def input_items(request: web.Request) -> web.Response:
+    """The items used to generate a stored response (the whole conversation up to it), a
+    page at a time as OpenAI lists them: ``limit`` 1-100 (20), ``order`` desc (default) or asc,
+    ``after`` and ``before`` item ids."""
+    response_id = request.match_info["id"]
+    query = request.query
+    try:
+        limit = _limit(query.get("limit"))
+        order = query.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise InvalidRequest("Invalid 'order': expected 'asc' or 'desc'.", param="order")
+        found = await request.app[RESPONSE_STORE].load(response_id)
+        if found is None:
+            provider = _native_provider(request)
+            answer = None
+            if provider is not None:
+                answer = await openai_native.stored(
+                    provider, "GET", response_id, sub="/input_items", query=query
+                )
+            return answer or json_error(_not_found(response_id))
+        if not _visible(request, found):
+            return json_error(_not_found(response_id))
+        items = tr.listed_items(found.items, response_id)
+        if order == "desc":
+            items.reverse()
+        ids = [item["id"] for item in items]
+        start, end = 0, len(items)
+        if query.get("after") in ids:
+            start = ids.index(query["after"]) + 1
+        if query.get("before") in ids:
+            end = ids.index(query["before"])
+        page = items[start:end][:limit]
+        return web.json_response(
+            {
+                "object": "list",
+                "data": page,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+                "has_more": end - start > limit,
+            }
+        )
+    except ProxyError as exc:
+        return json_error(exc)
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return 20
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 100:
+        raise InvalidRequest("Invalid 'limit': expected an integer from 1 to 100.", param="limit")
+    return limit
 
 
 def _visible(request: web.Request, stored: responses_store.Stored) -> bool:

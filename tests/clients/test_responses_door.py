@@ -301,6 +301,33 @@ def test_stored_responses_live_in_the_usage_store(matrix: Matrix) -> None:
     assert row["expires_at"] > row["created_at"]
 
 
+def test_input_items_list_the_conversation_a_page_at_a_time(matrix: Matrix) -> None:
+    """``responses.input_items.list``: the items used to generate the response (earlier turns
+    included), newest first by default, with stable ids the SDK's pagination follows."""
+    env = matrix.envs["echo"]
+    c = client(env)
+    first = c.responses.create(model=env.persona, input="one")
+    second = c.responses.create(
+        model=env.persona,
+        input=[{"role": "user", "content": [{"type": "input_text", "text": "two"}]}],
+        previous_response_id=first.id,
+    )
+    page = c.responses.input_items.list(second.id)
+    texts = [item.content[0].text for item in page.data]  # type: ignore[union-attr]
+    assert texts == ["two", "one", "one"]  # user 2, the first answer (echo), user 1
+    assert [i.role for i in page.data] == ["user", "assistant", "user"]  # type: ignore[union-attr]
+    assert page.data[1].id == first.output[0].id  # an output keeps its own id
+    assert not page.has_more
+    # One item per page: the SDK follows ``after`` through all three, in ascending order.
+    walked = list(c.responses.input_items.list(second.id, limit=1, order="asc"))
+    assert [i.id for i in walked] == [i.id for i in reversed(page.data)]
+    assert c.responses.input_items.list(second.id, limit=1).has_more
+    with pytest.raises(openai.BadRequestError):
+        c.responses.input_items.list(second.id, limit=0)
+    with pytest.raises(openai.NotFoundError):
+        c.responses.input_items.list("resp_nope")
+
+
 def test_concurrent_stored_responses_are_all_written_and_retrievable(matrix: Matrix) -> None:
     """Responses stored together are written in batches (proxy/doors/responses_store.py): each
     is in the table afterwards and retrievable by id."""

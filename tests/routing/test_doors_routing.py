@@ -295,6 +295,14 @@ def test_responses_stored_upstream_are_retrieved_and_deleted_there(start_proxy, 
         ("GET", "/v1/responses/resp_upstream1"),
     ]
     assert oa.requests[0].headers["Authorization"] == "Bearer sk-oa"
+    empty = {"object": "list", "data": [], "first_id": None, "last_id": None, "has_more": False}
+    oa.reply(Reply(json=empty))
+    assert c.responses.input_items.list("resp_upstream1", limit=5).data == []
+    listed = oa.requests.pop()
+    assert (listed.path, listed.query) == (
+        "/v1/responses/resp_upstream1/input_items",
+        {"limit": "5"},
+    )
     # A persona with no native provider has only the proxy's store.
     with pytest.raises(openai.NotFoundError):
         c.responses.retrieve("resp_upstream1", extra_headers={"x-persona": "cl"})
