@@ -859,6 +859,26 @@ def test_vertex_token_and_paths(adc_file, fake_upstream, start_proxy, caplog):
     assert form["assertion"][0] not in caplog.text
 
 
+def test_vertex_count_tokens_takes_the_fields_at_the_top_level(
+    adc_file, fake_upstream, start_proxy
+):
+    """Messages ``count_tokens`` on a Vertex AI persona: Vertex's countTokens body has the
+    request's fields at the top level (the Developer API nests them in
+    ``generateContentRequest``), with the same bearer token."""
+    import anthropic
+
+    proxy = vertex_proxy(start_proxy, fake_upstream)
+    fake_upstream.reply(token_reply("ya29.count"), Reply(json={"totalTokens": 9}))
+    claude = anthropic.Anthropic(base_url=proxy.url, api_key="unused", max_retries=0)
+    count = claude.messages.count_tokens(model="gem", messages=HELLO)  # type: ignore[arg-type]
+    assert count.input_tokens == 9
+    counted = fake_upstream.requests[-1]
+    assert counted.path == VERTEX_PATH + ":countTokens"
+    assert counted.headers["Authorization"] == "Bearer ya29.count"
+    assert set(counted.json) <= {"contents", "systemInstruction", "tools"}
+    assert counted.json["contents"][-1]["parts"][0]["text"] == HELLO[-1]["content"]
+
+
 def test_vertex_refreshes_before_expiry_and_after_a_401(adc_file, fake_upstream, start_proxy):
     proxy = vertex_proxy(start_proxy, fake_upstream)
     fake_upstream.reply(

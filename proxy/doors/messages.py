@@ -237,11 +237,12 @@ async def _translated_stream(
 
 
 async def count_tokens(request: web.Request) -> web.StreamResponse:
-    """Anthropic's own counter on an ``anthropic`` persona; elsewhere, and when that counter
-    fails, an estimate: about four characters of the request's JSON per token
-    (https://docs.anthropic.com/en/docs/build-with-claude/token-counting says counts are
-    estimates anyway). Claude Code asks before its turns, and an Anthropic-compatible server
-    without the endpoint (a 404) or a down upstream should not fail them.
+    """The provider's own counter where it has one (Anthropic's ``count_tokens`` on an
+    ``anthropic`` persona, Gemini's ``countTokens``); elsewhere, and when that counter fails,
+    an estimate (:func:`estimate_tokens`; https://docs.anthropic.com/en/docs/build-with-claude/token-counting
+    says counts are estimates anyway). Claude Code asks before its turns, and an
+    Anthropic-compatible server without the endpoint (a 404) or a down upstream should not
+    fail them.
 
     A metadata call, like ``GET /v1/models``: it generates nothing and costs nothing, so it
     leaves no usage row, is not in flight and spends no limit."""
@@ -254,13 +255,17 @@ async def count_tokens(request: web.Request) -> web.StreamResponse:
                 return await anthropic_native.count_tokens(door, body)
             except UpstreamError as exc:
                 _counter_failed(provider.name, exc)
-        chat = _chat_body(body)
-        size = len(orjson.dumps([chat["messages"], chat.get("tools") or []]))
-        size += len(persona.system or "")
         door.upstream_model(persona.model)
-        return web.json_response(
-            {"input_tokens": max(1, math.ceil(size / 4))}, headers=door.headers
-        )
+        counter = getattr(provider, "count_tokens", None)  # a provider with its own counter
+        if counter is not None:
+            try:
+                counted = await counter(_chat_body(body), persona.model, persona.system)
+                return web.json_response({"input_tokens": counted}, headers=door.headers)
+            except UpstreamError as exc:
+                _counter_failed(provider.name, exc)
+        _chat_body(body)  # what cannot be translated is the client's 400 here too
+        estimate = estimate_tokens(body) + math.ceil(len(persona.system or "") / 4)
+        return web.json_response({"input_tokens": estimate}, headers=door.headers)
     except ProxyError as exc:
         return error_response(exc, door.headers)
 

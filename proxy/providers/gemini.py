@@ -35,7 +35,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from proxy.convcache import ConversationCache, assistant_tool_call_ids
 from proxy.errors import ProxyError, UpstreamError, upstream_status_error
-from proxy.providers.base import Call, Completion, read_head, retry_after_of
+from proxy.observe import traced
+from proxy.providers.base import (
+    Call,
+    Completion,
+    read_head,
+    retry_after_of,
+    translating_errors,
+)
 from proxy.providers.http import HTTPProvider, expect_object
 from proxy.providers.spec import DefaultEntry, ProviderConfigBase, ProviderType, capabilities_except
 from proxy.providers.vertex import VertexCredentials, vertex_host
@@ -176,6 +183,37 @@ class GeminiProvider(HTTPProvider):
             self._calls.remember(
                 emitted.id, tr.RememberedCall(emitted.signature, emitted.upstream_id, model)
             )
+
+    async def count_tokens(self, body: JSONDict, model: str, system: str | None) -> int:
+        """Gemini's own count of the prompt tokens of the chat ``body`` on ``model`` (with the
+        persona's ``system`` text): ``:countTokens`` of what ``:generateContent`` would get
+        (https://ai.google.dev/api/tokens; Vertex AI takes its fields at the top level:
+        https://cloud.google.com/vertex-ai/generative-ai/docs/model-reference/count-tokens)."""
+        request = tr.translate_request(body, model=model, system=system, recall=self._recall)
+        if self.vertex is None:
+            name = model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
+            payload: JSONDict = {"generateContentRequest": {"model": name, **request}}
+        else:
+            payload = {
+                k: v for k, v in request.items() if k in ("contents", "systemInstruction", "tools")
+            }
+        url = self.url(model, stream=False).removesuffix(":generateContent") + ":countTokens"
+        with translating_errors(self.name):
+            async with self.session.post(
+                url,
+                data=orjson.dumps(payload),
+                headers=traced(await self._headers()),
+                timeout=self.timeout,
+            ) as resp:
+                await self.check_status(resp)
+                answer = expect_object(orjson.loads(await resp.read()), "token count")
+        total = answer.get("totalTokens")
+        if not isinstance(total, int) or isinstance(total, bool):
+            raise UpstreamError(
+                f"upstream provider {self.name!r} sent a token count without totalTokens",
+                code="upstream_bad_response",
+            )
+        return total
 
     # -- HTTPProvider hooks
 

@@ -15,6 +15,7 @@ import pytest
 from tests.clients.conftest import Matrix, PersonaEnv
 from tests.clients.scenario import QUESTION, TOOL_RESULT, WEATHER_ARGS, WEATHER_TOOL
 from tests.fakes.anthropic import anthropic_error
+from tests.fakes.gemini import gemini_error
 from tests.fakes.openai import error_reply
 from tests.fakes.server import Reply
 
@@ -106,17 +107,30 @@ def test_forced_tool_round_trip(persona_env: PersonaEnv, stream: bool) -> None:
 
 
 def test_count_tokens(persona_env: PersonaEnv) -> None:
-    if persona_env.kind.name == "anthropic":
+    """The provider's own counter on anthropic and gemini, an estimate elsewhere."""
+    kind = persona_env.kind.name
+    if kind == "anthropic":
         persona_env.upstream.reply(Reply(json={"input_tokens": 42}))  # type: ignore[union-attr]
+    if kind == "gemini":
+        persona_env.upstream.reply(Reply(json={"totalTokens": 42}))  # type: ignore[union-attr]
     count = client(persona_env).messages.count_tokens(
         model=persona_env.persona, messages=user(), tools=[TOOL]
     )
     assert count.input_tokens > 0
-    if persona_env.kind.name == "anthropic":
+    if kind == "anthropic":
         assert count.input_tokens == 42
         sent = persona_env.upstream.last  # type: ignore[union-attr]
         assert sent.path == "/v1/messages/count_tokens"
         assert sent.json["model"] == persona_env.kind.model
+    if kind == "gemini":
+        assert count.input_tokens == 42
+        sent = persona_env.upstream.last  # type: ignore[union-attr]
+        assert sent.path.endswith(f"/models/{persona_env.kind.model}:countTokens")
+        request = sent.json["generateContentRequest"]
+        assert request["model"] == f"models/{persona_env.kind.model}"
+        assert request["contents"][-1]["parts"][0]["text"] == QUESTION
+        declared = request["tools"][0]["functionDeclarations"][0]
+        assert declared["name"] == "get_weather"
 
 
 def test_count_tokens_is_a_metadata_call(persona_env: PersonaEnv) -> None:
@@ -126,6 +140,8 @@ def test_count_tokens_is_a_metadata_call(persona_env: PersonaEnv) -> None:
 
     if persona_env.kind.name == "anthropic":
         persona_env.upstream.reply(Reply(json={"input_tokens": 7}))  # type: ignore[union-attr]
+    if persona_env.kind.name == "gemini":
+        persona_env.upstream.reply(Reply(json={"totalTokens": 7}))  # type: ignore[union-attr]
     raw = client(persona_env).messages.with_raw_response.count_tokens(
         model=persona_env.persona, messages=user()
     )
@@ -139,21 +155,32 @@ def test_count_tokens_is_a_metadata_call(persona_env: PersonaEnv) -> None:
 
 
 @pytest.mark.parametrize(
-    "failure",
+    ("kind", "failure", "path"),
     [
-        anthropic_error(404, "not_found_error", "no such endpoint"),
-        anthropic_error(529, "overloaded_error", "Overloaded"),
+        (
+            "anthropic",
+            anthropic_error(404, "not_found_error", "no such endpoint"),
+            "/v1/messages/count_tokens",
+        ),
+        (
+            "anthropic",
+            anthropic_error(529, "overloaded_error", "Overloaded"),
+            "/v1/messages/count_tokens",
+        ),
+        ("gemini", gemini_error(503, "UNAVAILABLE", "The model is overloaded."), ":countTokens"),
     ],
-    ids=["no-endpoint", "overloaded"],
+    ids=["anthropic-no-endpoint", "anthropic-overloaded", "gemini-unavailable"],
 )
-def test_count_tokens_estimates_when_the_counter_fails(matrix: Matrix, failure: Reply) -> None:
-    env = matrix.envs["anthropic"]
-    env.upstream.reply(failure)  # type: ignore[union-attr]
+def test_count_tokens_estimates_when_the_counter_fails(
+    matrix: Matrix, kind: str, failure: Reply, path: str
+) -> None:
+    env = matrix.envs[kind]
     upstream = env.upstream
     assert upstream is not None
+    upstream.reply(failure)
     before = len(upstream.requests)
     count = client(env).messages.count_tokens(model=env.persona, messages=user("x" * 400))
-    assert [r.path for r in upstream.requests[before:]] == ["/v1/messages/count_tokens"]
+    assert [r.path.endswith(path) for r in upstream.requests[before:]] == [True]
     assert 100 <= count.input_tokens <= 200  # about four characters of JSON per token
 
 
