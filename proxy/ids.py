@@ -14,13 +14,21 @@ system call, unlike ``secrets``. OpenAI's own ids carry their time too.
 
 from __future__ import annotations
 
+import re
 import time
 from random import getrandbits
 
 _MS_BITS = (1 << 44) - 1
+_DIGITS = re.compile(r"[0-9a-f]{24}")
 
 
 def new_id(prefix: str) -> str:
     """``prefix`` + 24 hex digits, ordered by time to the millisecond."""
     ms = time.time_ns() // 1_000_000
     return f"{prefix}{(ms & _MS_BITS) << 52 | getrandbits(52):024x}"
+
+
+def is_ours(prefix: str, value: str) -> bool:
+    """Whether ``value`` has the shape :func:`new_id` gives with ``prefix`` (an upstream's own
+    ids, OpenAI's for one, are longer)."""
+    return value.startswith(prefix) and _DIGITS.fullmatch(value, len(prefix)) is not None

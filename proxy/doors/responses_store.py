@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -35,7 +34,7 @@ from typing import Any, NamedTuple
 import orjson
 from aiohttp import web
 
-from proxy.ids import new_id
+from proxy.ids import is_ours, new_id
 from proxy.usage.db import DATABASE, Database
 from proxy.usage.store import BATCH_WINDOW
 
@@ -56,7 +55,6 @@ COLUMNS = (
     "response_json",
     "expires_at",
 )
-_MINTED = re.compile(r"resp_[0-9a-f]{24}")
 
 
 def new_response_id() -> str:
@@ -67,7 +65,7 @@ def new_response_id() -> str:
 def minted(response_id: str) -> bool:
     """Whether ``response_id`` has the shape of the ids this proxy gives (OpenAI's own are
     longer), so that a miss may be a row another process has not written yet."""
-    return _MINTED.fullmatch(response_id) is not None
+    return is_ours("resp_", response_id)
 
 
 def _iso(t: datetime) -> str:
